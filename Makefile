@@ -1,0 +1,47 @@
+# Two entry points for a fresh machine (see README.md):
+#   make train   set up .venv, make real Fashion-MNIST available, run `mlp train --impl scratch`
+#   make test    set up .venv, then ruff and the test suite (what .ci/run runs)
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+FASHION_MNIST_SYSTEM_DIR := /usr/share/datasets/fashion-mnist
+TRAIN_ARGS ?= --impl scratch
+
+.PHONY: install data train test lint bench-accuracy clean
+
+# Installed again only when pyproject.toml changes.
+$(BIN)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "mlp needs Python >= 3.11 (set PYTHON=...)")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing mlp with torch, torchvision, typer, rich, matplotlib, pytest and ruff into $(VENV) ..."
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+# Debian's dataset-fashion-mnist where apt works as root; otherwise mlp downloads through torchvision at first use.
+data:
+	@if [ -f $(FASHION_MNIST_SYSTEM_DIR)/train-images-idx3-ubyte.gz ]; then \
+		echo "Fashion-MNIST: found in $(FASHION_MNIST_SYSTEM_DIR)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get update -q && apt-get install -y -q dataset-fashion-mnist) \
+		|| echo "Fashion-MNIST: apt-get failed; mlp will download it through torchvision at first use"; \
+	else \
+		echo "Fashion-MNIST: not installed system-wide; mlp will download it through torchvision at first use"; \
+	fi
+
+train: install data
+	$(BIN)/mlp train $(TRAIN_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+
+test: lint
+	$(BIN)/pytest
+
+bench-accuracy: install data
+	$(BIN)/python benchmarks/accuracy_seeds.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,74 @@
+"""Checkpoints: written atomically, loaded without running code, checked before use."""
+
+import os
+import pickle
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mlp_cli.errors import CheckpointError
+
+CHECKPOINT_FORMAT = "mlp-checkpoint"
+FORMAT_VERSION = 1
+REQUIRED_KEYS = ("config", "model", "model_state", "epoch", "metrics")
+
+
+def save_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:
+    """Write checkpoint to path through a temporary file in the same folder, so path is never half-written.
+
+    Raises:
+        CheckpointError: the folder is not writable or the disk is full; path keeps its old content.
+    """
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "wb") as file:
+            torch.save({"format": CHECKPOINT_FORMAT, "format_version": FORMAT_VERSION, **checkpoint}, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot save checkpoint ({err.strerror or err})") from err
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint's contents, on the CPU, loaded with weights_only=True so a crafted file cannot run code.
+
+    Raises:
+        CheckpointError: the file is missing, unreadable, not an mlp checkpoint, or from a newer mlp.
+    """
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint (a run folder holds last.pt and best.pt)")
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder, expected a checkpoint file such as {path / 'best.pt'}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        # torch's own message advises weights_only=False, which is exactly what must not be done here
+        blocked = re.search(r"GLOBAL (\S+)", str(err))
+        why = (f"it refers to {blocked.group(1)}, which could run code" if blocked
+               else "it is corrupt, or holds more than tensors and plain values")
+        raise CheckpointError(f"{path}: refused to load, not a safe mlp checkpoint ({why})") from err
+    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as err:
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or not a torch file)") from err
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot read ({err.strerror or err})") from err
+    check_checkpoint(path, checkpoint)
+    return checkpoint
+
+
+def check_checkpoint(path: Path, checkpoint: Any) -> None:
+    """Raise CheckpointError unless checkpoint is an mlp checkpoint this version can read."""
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not an mlp checkpoint (no '{CHECKPOINT_FORMAT}' marker)")
+    version = checkpoint.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format {version!r} is newer than this mlp reads "
+                              f"({FORMAT_VERSION}); upgrade mlp")
+    missing = [key for key in REQUIRED_KEYS if key not in checkpoint]
+    if missing:
+        raise CheckpointError(f"{path}: incomplete checkpoint, missing {', '.join(missing)}")

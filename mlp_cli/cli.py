@@ -1,0 +1,151 @@
+"""The `mlp` command line: one function per command; the work happens in the library.
+
+torch, torchvision and matplotlib are imported inside the commands, so `mlp --help` answers at once.
+"""
+
+import dataclasses
+import functools
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mlp_cli.config import DATASETS, IMPLS, Config, load_config
+from mlp_cli.errors import MlpError
+
+DEFAULTS = Config()
+X_START, X_STOP, X_STEP = -8.0, 8.0, 0.1  # D2L 5.1.2: x = -8.0, -7.9, ..., 7.9
+
+app = typer.Typer(
+    name="mlp",
+    help="Train, evaluate and explain multilayer perceptrons (Dive into Deep Learning, chapter 5).",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+stdout = Console(highlight=False)
+stderr = Console(stderr=True, highlight=False)
+
+
+def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn an MlpError into `error: <message>` on one line of stderr and exit code 1; bugs keep tracebacks."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except MlpError as err:
+            # markup=False: rich would read text such as "[train]" as a style tag and drop it
+            stderr.print(f"error: {err}", markup=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def default(name: str) -> str:
+    """Help text for a Config default, computed so it never goes stale."""
+    value = getattr(DEFAULTS, name)
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+DataDirOption = Annotated[Path | None, typer.Option(
+    "--data-dir", envvar="MLP_DATA_DIR",
+    help="Folder with the four IDX files (.gz or raw). Default: the cache, then system folders such as "
+         "/usr/share/datasets/fashion-mnist, then a torchvision download.")]
+
+
+@app.command("train")
+@reports_errors
+def train_command(
+    impl: Annotated[str | None, typer.Option(help=f"Model: {' or '.join(IMPLS)}. [default: {default('impl')}]")] = None,
+    dataset: Annotated[str | None, typer.Option(
+        help=f"Data set: {' or '.join(DATASETS)}. [default: {default('dataset')}]")] = None,
+    hidden: Annotated[str | None, typer.Option(
+        help=f"Hidden layer sizes, e.g. 256 or 256,128. [default: {default('hidden')}]")] = None,
+    sigma: Annotated[float | None, typer.Option(
+        help=f"Std of the scratch model's initial weights. [default: {default('sigma')}]")] = None,
+    lr: Annotated[float | None, typer.Option(help=f"SGD learning rate. [default: {default('lr')}]")] = None,
+    batch_size: Annotated[int | None, typer.Option(help=f"Minibatch size. [default: {default('batch_size')}]")] = None,
+    epochs: Annotated[int | None, typer.Option(
+        help=f"Passes over the training set. [default: {default('epochs')}]")] = None,
+    seed: Annotated[int | None, typer.Option(
+        help=f"Seed for the initial weights and the data order. [default: {default('seed')}]")] = None,
+    device: Annotated[str | None, typer.Option(
+        help=f"auto, cpu, cuda, cuda:N or mps. [default: {default('device')}]")] = None,
+    data_dir: DataDirOption = None,
+    config: Annotated[Path | None, typer.Option(
+        "--config", help="TOML file of settings (see configs/); flags given here override it.")] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="Run folder to create (must be new or empty). [default: runs/DATE-TIME-IMPL]")] = None,
+) -> None:
+    """Train an MLP and save metrics and checkpoints (last.pt, best.pt) in a new run folder."""
+    settings = load_config(config, {
+        "impl": impl, "dataset": dataset, "hidden": hidden, "sigma": sigma, "lr": lr, "batch_size": batch_size,
+        "epochs": epochs, "seed": seed, "device": device, "data_dir": str(data_dir) if data_dir else None,
+    })
+    from mlp_cli.reporting import RichReporter
+    from mlp_cli.training import train
+
+    with RichReporter(stderr) as reporter:
+        result = train(settings, out, reporter)
+    best = result.history[result.best_epoch - 1]
+    stdout.print(f"best test accuracy {best.test_accuracy:.4f} at epoch {best.epoch}: {result.best_checkpoint}",
+                 markup=False, soft_wrap=True)
+    stdout.print(f"metrics: {result.run_dir / 'metrics.jsonl'}; evaluate with: mlp eval {result.best_checkpoint}",
+                 markup=False, soft_wrap=True)
+
+
+@app.command("eval")
+@reports_errors
+def eval_command(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint from a run folder, e.g. runs/NAME/best.pt.")],
+    split: Annotated[str, typer.Option(help="Which split to evaluate: test or train.")] = "test",
+    data_dir: DataDirOption = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+) -> None:
+    """Rebuild a model from its checkpoint alone and report its loss and accuracy."""
+    from mlp_cli.training import evaluate_checkpoint
+
+    result = evaluate_checkpoint(checkpoint, split, data_dir, device)
+    if as_json:
+        print(json.dumps(dataclasses.asdict(result)))
+        return
+    table = Table(title=f"mlp eval {checkpoint}", show_header=False, title_justify="left")
+    recorded = "" if result.recorded_accuracy is None else f" (during training: {result.recorded_accuracy:.4f})"
+    for name, value in (("epoch", str(result.epoch)), ("split", result.split), ("loss", f"{result.loss:.4f}"),
+                        ("accuracy", f"{result.accuracy:.4f}{recorded}")):
+        table.add_row(name, value)
+    stdout.print(table)
+
+
+@app.command("plot-activation")
+@reports_errors
+def plot_activation_command(
+    name: Annotated[str, typer.Argument(
+        help="Activation, e.g. relu, sigmoid or tanh (an unknown name lists them all).")],
+    out: Annotated[Path | None, typer.Option(help="PNG file to write. [default: NAME.png]")] = None,
+    grad: Annotated[bool, typer.Option("--grad/--no-grad", help="Also plot the gradient, by autograd.")] = True,
+) -> None:
+    """Plot an activation function and its gradient on x = -8.0, -7.9, ..., 7.9 (D2L 5.1.2)."""
+    import torch
+
+    from mlp_cli.activations import ACTIVATIONS, activation_curve
+    from mlp_cli.plots import plot_activation
+
+    if name not in ACTIVATIONS:
+        raise MlpError(f"unknown activation {name!r}, expected one of {', '.join(ACTIVATIONS)}")
+    x = torch.arange(X_START, X_STOP, X_STEP)
+    y, gradient = activation_curve(name, x)
+    path = out or Path(f"{name}.png")
+    plot_activation(name, x, y, gradient if grad else None, path)
+    stdout.print(f"wrote {path}", markup=False, soft_wrap=True)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="mlp")

@@ -1,0 +1,159 @@
+"""Every setting of a training run in one frozen dataclass: defaults < TOML file < command-line flags."""
+
+import dataclasses
+import json
+import math
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlp_cli.errors import ConfigError
+
+IMPLS = ("scratch", "concise")
+DATASETS = ("fashion-mnist", "mnist")
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+MAX_SEED = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class Config:
+    """A training run. The defaults are D2L's (section 5.2): 784-256-10, SGD lr 0.1, batch 256, 10 epochs."""
+
+    impl: str = "scratch"  # scratch: nn.Parameter + hand-written ReLU; concise: nn.Sequential + LazyLinear
+    dataset: str = "fashion-mnist"
+    data_dir: str | None = None  # a folder with the four IDX files; None searches the usual places
+    hidden: tuple[int, ...] = (256,)  # one entry per hidden layer: H1, H2, ...
+    sigma: float = 0.01  # std of the scratch model's normal weight init (concise keeps torch's init)
+    lr: float = 0.1
+    batch_size: int = 256
+    epochs: int = 10
+    seed: int = 0  # seeds the weights and the data order: same seed, same run (on one device)
+    device: str = "auto"  # auto picks cuda, then mps, then cpu
+
+
+FIELD_TYPES: dict[str, Any] = typing.get_type_hints(Config)
+
+# Each check returns None when the value is allowed, else the text "expected ..." for the message.
+RANGE_CHECKS: dict[str, typing.Callable[[Any], str | None]] = {
+    "impl": lambda v: None if v in IMPLS else f"one of {', '.join(IMPLS)}",
+    "dataset": lambda v: None if v in DATASETS else f"one of {', '.join(DATASETS)}",
+    "data_dir": lambda v: None if v is None or v.strip() else "a folder path",
+    "hidden": lambda v: None if v and all(size >= 1 for size in v) else "one or more sizes >= 1",
+    "sigma": lambda v: None if math.isfinite(v) and v > 0 else "a finite number > 0",
+    "lr": lambda v: None if math.isfinite(v) and v > 0 else "a finite number > 0",
+    "batch_size": lambda v: None if v >= 1 else "an integer >= 1",
+    "epochs": lambda v: None if v >= 1 else "an integer >= 1",
+    "seed": lambda v: None if 0 <= v <= MAX_SEED else f"an integer from 0 to {MAX_SEED}",
+    "device": lambda v: None if DEVICE_PATTERN.fullmatch(v) else "auto, cpu, cuda, cuda:N or mps",
+}
+
+
+def load_config(path: Path | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Merge defaults, a TOML file and flags (None = not given) into a validated Config.
+
+    Raises:
+        ConfigError: the file is missing or malformed, or a key is unknown, mistyped or out of range.
+    """
+    settings: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    if path is not None:
+        for key, value in read_toml(path).items():
+            settings[key], sources[key] = value, f"{path}: {key}"
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            settings[key], sources[key] = value, f"--{key.replace('_', '-')}"
+    return validate_settings(settings, sources)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """The key/value pairs of a TOML config file, as parsed."""
+    try:
+        with open(path, "rb") as file:
+            return tomllib.load(file)
+    except FileNotFoundError as err:
+        raise ConfigError(f"{path}: config file not found") from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read config file ({err})") from err
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML ({err})") from err
+
+
+def validate_settings(settings: Mapping[str, Any], sources: Mapping[str, str] | None = None) -> Config:
+    """A Config from plain values, each checked for name, type and range.
+
+    Raises:
+        ConfigError: naming the key (and file or flag), the value and what is allowed.
+    """
+    sources = sources or {}
+    values = {}
+    for key, value in settings.items():
+        where = sources.get(key, key)
+        if key not in FIELD_TYPES:
+            known = ", ".join(FIELD_TYPES)
+            raise ConfigError(f"{where}: unknown setting (known settings: {known})")
+        values[key] = coerce_value(where, value, FIELD_TYPES[key])
+        problem = RANGE_CHECKS[key](values[key])
+        if problem:
+            raise ConfigError(f"{where}: {value!r} is not allowed, expected {problem}")
+    return Config(**values)
+
+
+def coerce_value(where: str, value: Any, expected: Any) -> Any:
+    """The value converted to the field's type; a bool is never taken for a number."""
+    is_optional = isinstance(expected, types.UnionType) and type(None) in typing.get_args(expected)
+    if is_optional and value is None:
+        return None
+    if is_optional:
+        expected = next(arg for arg in typing.get_args(expected) if arg is not type(None))
+    if expected is str and isinstance(value, str):
+        return value
+    if expected is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if expected is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if expected == tuple[int, ...]:
+        if isinstance(value, str):
+            return parse_sizes(where, value)
+        if isinstance(value, list | tuple) and all(
+            isinstance(item, int) and not isinstance(item, bool) for item in value
+        ):
+            return tuple(value)
+    type_name = "a list of integers" if expected == tuple[int, ...] else f"a {expected.__name__}"
+    raise ConfigError(f"{where}: {value!r} has the wrong type, expected {type_name}")
+
+
+def parse_sizes(where: str, text: str) -> tuple[int, ...]:
+    """Hidden sizes from flag text such as "256" or "256,128"."""
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError as err:
+        raise ConfigError(
+            f"{where}: {text!r} is not a list of sizes, expected integers separated by commas (e.g. 256,128)"
+        ) from err
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    """The config as plain builtins (lists, not tuples), safe for JSON, TOML and weights-only checkpoints."""
+    return {key: list(value) if isinstance(value, tuple) else value
+            for key, value in dataclasses.asdict(config).items()}
+
+
+def config_to_toml(config: Config) -> str:
+    """TOML text that `--config` reads back into the same Config (None values are left out)."""
+    lines = []
+    for key, value in config_to_dict(config).items():
+        if value is None:
+            continue
+        if isinstance(value, str):
+            text = json.dumps(value, ensure_ascii=False)  # a JSON string is a valid TOML basic string
+        elif isinstance(value, list):
+            text = "[" + ", ".join(str(item) for item in value) + "]"
+        else:
+            text = repr(value)
+        lines.append(f"{key} = {text}")
+    return "\n".join(lines) + "\n"

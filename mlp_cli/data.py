@@ -1,0 +1,237 @@
+"""Fashion-MNIST and MNIST held in memory as tensors: find the IDX files, read and check them, batch by index.
+
+The data sets are tiny (Fashion-MNIST's training images are 47 MB as uint8), so whole splits live as tensors
+on the training device and a batch is an index slice: no per-sample Python, no PIL, no worker processes.
+"""
+
+import gzip
+import math
+import os
+import struct
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from mlp_cli.errors import DataError
+
+IDX_IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions: (count, rows, cols)
+IDX_LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension: (count,)
+IDX_UNSIGNED_BYTE = 0x08
+GZIP_MAGIC = b"\x1f\x8b"
+PIXEL_MAX = 255.0
+SPLITS = ("train", "test")
+SPLIT_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Where a data set may already be on disk, and what its labels mean."""
+
+    title: str
+    torchvision_name: str  # the torchvision class, and the folder it downloads into: ROOT/NAME/raw
+    class_names: tuple[str, ...]
+    system_dirs: tuple[Path, ...]
+
+
+DATASETS = {
+    "fashion-mnist": DatasetSpec(
+        title="Fashion-MNIST",
+        torchvision_name="FashionMNIST",
+        class_names=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+        system_dirs=(Path("/usr/share/datasets/fashion-mnist"),),  # Debian's dataset-fashion-mnist
+    ),
+    "mnist": DatasetSpec(
+        title="MNIST",
+        torchvision_name="MNIST",
+        class_names=tuple(str(digit) for digit in range(10)),
+        system_dirs=(Path("/usr/share/datasets/mnist"),),
+    ),
+}
+
+
+def default_cache_dir() -> Path:
+    """The torchvision-style root where downloads go and later runs look first."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlp"
+
+
+def find_idx_file(folder: Path, stem: str) -> Path | None:
+    """The raw or gzipped IDX file named stem in folder, if there is one."""
+    for name in (stem, stem + ".gz"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def has_all_files(folder: Path) -> bool:
+    """Whether folder holds all four IDX files of a data set."""
+    return all(find_idx_file(folder, stem) for stems in SPLIT_FILES.values() for stem in stems)
+
+
+def find_dataset_dir(spec: DatasetSpec, data_dir: Path | None, cache_dir: Path,
+                     system_dirs: Sequence[Path] | None = None, download: bool = True) -> Path:
+    """The folder holding the data set's IDX files: data_dir, else the cache, system folders, download.
+
+    Raises:
+        DataError: nothing found (naming every place tried) or the download failed.
+    """
+    expected = ", ".join(stem + "[.gz]" for stems in SPLIT_FILES.values() for stem in stems)
+    if data_dir is not None:
+        for folder in (data_dir, data_dir / spec.torchvision_name / "raw"):
+            if has_all_files(folder):
+                return folder
+        raise DataError(f"{data_dir}: no {spec.title} files there (expected {expected})")
+    cache_folder = cache_dir / spec.torchvision_name / "raw"
+    candidates = [cache_folder, *(spec.system_dirs if system_dirs is None else system_dirs)]
+    for folder in candidates:
+        if has_all_files(folder):
+            return folder
+    tried = ", ".join(str(folder) for folder in candidates)
+    how_to_fix = f"pass --data-dir FOLDER with the four IDX files ({expected})"
+    if not download:
+        raise DataError(f"{spec.title} not found (looked in {tried}); {how_to_fix}")
+    try:
+        download_with_torchvision(spec, cache_dir)
+    except (RuntimeError, OSError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise DataError(f"{spec.title} not found (looked in {tried}) and the download failed ({reason}); "
+                        f"{how_to_fix}") from err
+    return cache_folder
+
+
+def download_with_torchvision(spec: DatasetSpec, cache_dir: Path) -> None:
+    """Fetch the data set into cache_dir/NAME/raw through torchvision (checksummed, then extracted)."""
+    import torchvision.datasets  # slow to import; only needed on first use without local files
+
+    dataset_class = getattr(torchvision.datasets, spec.torchvision_name)
+    dataset_class(root=str(cache_dir), train=True, download=True)
+
+
+def read_idx_bytes(path: Path) -> bytes:
+    """The decompressed bytes of a raw or gzipped IDX file."""
+    try:
+        with open(path, "rb") as file:
+            content = file.read()
+        return gzip.decompress(content) if content.startswith(GZIP_MAGIC) else content
+    except (EOFError, zlib.error, gzip.BadGzipFile) as err:
+        raise DataError(f"{path}: truncated or corrupt gzip file ({err})") from err
+    except OSError as err:
+        raise DataError(f"{path}: cannot read ({err.strerror or err})") from err
+
+
+def read_idx(path: Path, expected_magic: int) -> torch.Tensor:
+    """An IDX file as a uint8 tensor of its declared shape, after checking its header and length.
+
+    Raises:
+        DataError: wrong magic number, bad dimensions, or a length that does not match the header.
+    """
+    content = read_idx_bytes(path)
+    expected_dims = expected_magic & 0xFF
+    header_size = 4 + 4 * expected_dims
+    magic = int.from_bytes(content[:4], "big")
+    if magic != expected_magic:
+        raise DataError(f"{path}: not an IDX {'image' if expected_dims == 3 else 'label'} file "
+                        f"(magic 0x{magic:08x}, expected 0x{expected_magic:08x})")
+    if len(content) < header_size:
+        raise DataError(f"{path}: too short for an IDX header ({len(content)} bytes)")
+    dims = struct.unpack(f">{expected_dims}I", content[4:header_size])
+    if any(size == 0 for size in dims[1:]):
+        raise DataError(f"{path}: bad dimensions {dims} (an image needs rows and cols >= 1)")
+    payload = len(content) - header_size
+    if payload != math.prod(dims):
+        raise DataError(f"{path}: header declares {math.prod(dims)} bytes of data for shape {dims}, "
+                        f"file has {payload} (truncated or corrupt)")
+    return torch.frombuffer(bytearray(content[header_size:]), dtype=torch.uint8).reshape(dims)
+
+
+def load_split(folder: Path, split: str, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (n, 1, rows, cols) as float32 in [0, 1] and labels (n,) as int64, checked against each other.
+
+    Raises:
+        DataError: a file is bad, the counts disagree, or a label is out of range.
+    """
+    images_stem, labels_stem = SPLIT_FILES[split]
+    images_path, labels_path = find_idx_file(folder, images_stem), find_idx_file(folder, labels_stem)
+    if images_path is None or labels_path is None:
+        raise DataError(f"{folder}: missing {images_stem if images_path is None else labels_stem}[.gz]")
+    images = read_idx(images_path, IDX_IMAGES_MAGIC)
+    labels = read_idx(labels_path, IDX_LABELS_MAGIC)
+    if len(images) != len(labels):
+        raise DataError(f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels")
+    if len(labels) and int(labels.max()) >= num_classes:
+        raise DataError(f"{labels_path}: label {int(labels.max())} out of range (expected 0 to {num_classes - 1})")
+    # (n, rows, cols) uint8 -> (n, 1, rows, cols) float32, as torchvision's ToTensor gives, once for all epochs
+    return images.unsqueeze(1).float().div_(PIXEL_MAX), labels.long()
+
+
+@dataclass(frozen=True)
+class DataModule:
+    """Both splits of a data set as tensors on one device, handed out in batches by index."""
+
+    name: str
+    source: Path
+    class_names: tuple[str, ...]
+    train_images: torch.Tensor  # (n_train, 1, rows, cols)
+    train_labels: torch.Tensor  # (n_train,)
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+
+    @property
+    def num_inputs(self) -> int:
+        """Pixels per image: the input width d of the MLP."""
+        return math.prod(self.train_images.shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def split(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (images, labels) of "train" or "test"."""
+        if split == "train":
+            return self.train_images, self.train_labels
+        return self.test_images, self.test_labels
+
+    def batches(self, split: str, batch_size: int,
+                generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(images, labels) batches: shuffled by generator's permutation if given, else in file order.
+
+        The last batch may be smaller, as with a DataLoader without drop_last.
+        """
+        images, labels = self.split(split)
+        count = len(labels)
+        if generator is None:
+            for start in range(0, count, batch_size):
+                yield images[start:start + batch_size], labels[start:start + batch_size]
+            return
+        # drawn on the CPU so that a seed gives the same order on every device
+        order = torch.randperm(count, generator=generator).to(labels.device)
+        for start in range(0, count, batch_size):
+            indices = order[start:start + batch_size]
+            yield images[indices], labels[indices]
+
+
+def load_data(dataset: str, data_dir: Path | None = None, device: torch.device | str = "cpu",
+              cache_dir: Path | None = None, system_dirs: Sequence[Path] | None = None,
+              download: bool = True) -> DataModule:
+    """Find, read and check a data set, and place both splits on device.
+
+    Raises:
+        DataError: the data set is unknown, missing, or its files are bad.
+    """
+    if dataset not in DATASETS:
+        raise DataError(f"unknown dataset {dataset!r}, expected one of {', '.join(DATASETS)}")
+    spec = DATASETS[dataset]
+    folder = find_dataset_dir(spec, data_dir, cache_dir or default_cache_dir(), system_dirs, download)
+    train_images, train_labels = load_split(folder, "train", len(spec.class_names))
+    test_images, test_labels = load_split(folder, "test", len(spec.class_names))
+    if train_images.shape[1:] != test_images.shape[1:]:
+        raise DataError(f"{folder}: train images are {tuple(train_images.shape[2:])} pixels "
+                        f"but test images are {tuple(test_images.shape[2:])}")
+    return DataModule(dataset, folder, spec.class_names, train_images.to(device), train_labels.to(device),
+                      test_images.to(device), test_labels.to(device))

@@ -1,0 +1,19 @@
+"""D2L's concise MLP (5.2.2): nn.Sequential with lazily sized linear layers."""
+
+from collections.abc import Sequence
+
+from torch import nn
+
+
+class MLPConcise(nn.Sequential):
+    """Flatten, then (LazyLinear, ReLU) per hidden layer, then a LazyLinear to the outputs.
+
+    LazyLinear infers its input width at the first forward, as in the book; build_model runs that forward.
+    """
+
+    def __init__(self, num_hiddens: Sequence[int], num_outputs: int):
+        layers: list[nn.Module] = [nn.Flatten()]
+        for width in num_hiddens:
+            layers += [nn.LazyLinear(width), nn.ReLU()]
+        layers.append(nn.LazyLinear(num_outputs))
+        super().__init__(*layers)

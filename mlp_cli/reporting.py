@@ -1,0 +1,106 @@
+"""The terminal side of training: a rich progress bar per epoch above a growing table of epoch metrics."""
+
+from pathlib import Path
+from types import TracebackType
+
+from rich.console import Console, RenderableType
+from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+from mlp_cli.training import BatchProgress, EpochMetrics, TrainingPlan
+
+REFRESHES_PER_SECOND = 4  # redraws are throttled by rich's own timer, never forced per batch
+
+
+class SamplesPerSecondColumn(ProgressColumn):
+    """Training throughput of the current epoch."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.0f} samples/s" if speed else "- samples/s", style="progress.data.speed")
+
+
+class ProgressWithTable(Progress):
+    """A Progress that draws a table of finished epochs above its bar, in one live display."""
+
+    def __init__(self, table: Table, *columns: ProgressColumn | str, **kwargs) -> None:
+        self.table = table
+        super().__init__(*columns, **kwargs)
+
+    def get_renderables(self) -> list[RenderableType]:
+        tasks_table = self.make_tasks_table(self.tasks)
+        return [self.table, tasks_table] if self.table.row_count else [tasks_table]
+
+
+def new_metrics_table() -> Table:
+    table = Table(title="epoch metrics", title_justify="left")
+    for header in ("epoch", "train loss", "train acc", "test loss", "test acc", "seconds"):
+        table.add_column(header, justify="right")
+    return table
+
+
+class RichReporter:
+    """Shows training live on a terminal; elsewhere (a pipe, a CI log) prints a plain line per epoch.
+
+    Use it as a context manager around fit(), so the live display is closed even when training fails.
+    """
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.is_live = console.is_terminal
+        self.num_epochs = 0
+        self.table = new_metrics_table()
+        self.progress = ProgressWithTable(
+            self.table,
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}"),
+            SamplesPerSecondColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+            refresh_per_second=REFRESHES_PER_SECOND,
+            disable=not self.is_live,
+        )
+        self.task = self.progress.add_task("epoch", total=None, loss=float("nan"))
+
+    def __enter__(self) -> "RichReporter":
+        self.progress.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.progress.stop()
+        if not self.is_live and self.table.row_count:
+            self.console.print(self.table)
+
+    def on_start(self, plan: TrainingPlan) -> None:
+        self.num_epochs = plan.num_epochs
+        layers = "-".join(str(width) for width in plan.hidden)
+        self.console.print(
+            f"training {plan.impl} MLP (hidden {layers}, {plan.num_parameters:,} parameters) on {plan.device}; "
+            f"{plan.dataset} from {plan.data_source} ({plan.train_samples:,} train, {plan.test_samples:,} test); "
+            f"batch {plan.batch_size}, {plan.num_epochs} epochs; run folder {plan.run_dir}",
+            markup=False, soft_wrap=True,
+        )
+        self.progress.reset(self.task, total=plan.train_samples, description=f"epoch 1/{plan.num_epochs}")
+
+    def on_batch(self, progress: BatchProgress) -> None:
+        self.progress.update(self.task, completed=progress.samples_done, loss=progress.loss,
+                             description=f"epoch {progress.epoch}/{self.num_epochs}")
+
+    def on_epoch(self, metrics: EpochMetrics) -> None:
+        cells = (f"{metrics.epoch}", f"{metrics.train_loss:.4f}", f"{metrics.train_accuracy:.4f}",
+                 f"{metrics.test_loss:.4f}", f"{metrics.test_accuracy:.4f}", f"{metrics.seconds:.2f}")
+        self.table.add_row(*cells)
+        if not self.is_live:
+            self.console.print(
+                f"epoch {metrics.epoch}/{self.num_epochs}: train loss {cells[1]}, train acc {cells[2]}, "
+                f"test loss {cells[3]}, test acc {cells[4]} ({cells[5]} s)", markup=False, soft_wrap=True)
+        if metrics.epoch < self.num_epochs:
+            self.progress.reset(self.task, description=f"epoch {metrics.epoch + 1}/{self.num_epochs}",
+                                loss=float("nan"))
+
+    def on_checkpoint(self, path: Path) -> None:
+        """Checkpoints are listed once at the end, by the command, rather than every epoch."""

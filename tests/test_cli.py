@@ -1,0 +1,216 @@
+"""The `mlp` command line, as a user meets it: train, eval, plot-activation, and one-line errors."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from mlp_cli.activations import activation_curve
+from mlp_cli.cli import X_START, X_STEP, X_STOP, app
+
+runner = CliRunner()
+SMALL = ["--hidden", "32", "--batch-size", "16", "--epochs", "2", "--device", "cpu"]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def invoke(*args: str | Path):
+    return runner.invoke(app, [str(arg) for arg in args])
+
+
+def assert_one_line_error(result, *fragments: str) -> None:
+    """Exit code 1, a single `error: ...` line on stderr naming the problem, and no traceback."""
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.mark.parametrize("impl", ["scratch", "concise"])
+def test_train_then_eval_reports_the_accuracy_recorded_during_training(data_dir: Path, impl: str) -> None:
+    trained = invoke("train", "--impl", impl, "--data-dir", data_dir, "--out", "run", *SMALL)
+    assert trained.exit_code == 0, trained.output
+    assert "best test accuracy" in trained.stdout and "run/best.pt" in trained.stdout
+    assert "epoch 2/2" in trained.stderr
+    rows = [json.loads(line) for line in Path("run/metrics.jsonl").read_text().splitlines()]
+    for checkpoint, row in (("run/last.pt", rows[-1]), ("run/best.pt", max(rows, key=lambda r: r["test_accuracy"]))):
+        evaluated = invoke("eval", checkpoint, "--json")
+        assert evaluated.exit_code == 0, evaluated.output
+        report = json.loads(evaluated.stdout)
+        assert report["epoch"] == row["epoch"]
+        assert report["accuracy"] == row["test_accuracy"]
+        assert report["loss"] == row["test_loss"]
+
+
+def test_eval_shows_a_table_and_can_evaluate_the_train_split(data_dir: Path) -> None:
+    assert invoke("train", "--data-dir", data_dir, "--out", "run", *SMALL).exit_code == 0
+    table = invoke("eval", "run/last.pt")
+    assert table.exit_code == 0 and "accuracy" in table.stdout and "during training" in table.stdout
+    on_train = json.loads(invoke("eval", "run/last.pt", "--split", "train", "--json").stdout)
+    assert on_train["split"] == "train" and on_train["recorded_accuracy"] is None
+    assert 0.0 <= on_train["accuracy"] <= 1.0
+
+
+def test_eval_finds_data_through_data_dir_when_the_training_folder_is_gone(data_dir: Path, tmp_path: Path) -> None:
+    assert invoke("train", "--data-dir", data_dir, "--out", "run", *SMALL).exit_code == 0
+    moved = data_dir.rename(tmp_path / "moved")
+    assert invoke("eval", "run/last.pt").exit_code == 1
+    assert invoke("eval", "run/last.pt", "--data-dir", moved).exit_code == 0
+
+
+def test_config_file_with_flags_on_top(data_dir: Path, tmp_path: Path) -> None:
+    config = tmp_path / "mine.toml"
+    config.write_text('impl = "concise"\nepochs = 5\nhidden = [16, 8]\n')
+    result = invoke("train", "--config", config, "--epochs", "1", "--data-dir", data_dir, "--out", "run")
+    assert result.exit_code == 0, result.output
+    saved = Path("run/config.toml").read_text()
+    assert 'impl = "concise"' in saved and "epochs = 1" in saved and "hidden = [16, 8]" in saved
+
+
+def test_data_dir_comes_from_the_environment_too(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLP_DATA_DIR", str(data_dir))
+    assert invoke("train", "--out", "run", *SMALL).exit_code == 0
+
+
+@pytest.mark.parametrize(("flags", "fragments"), [
+    (["--impl", "numpy"], ["--impl", "'numpy'", "scratch, concise"]),
+    (["--dataset", "cifar10"], ["--dataset", "fashion-mnist, mnist"]),
+    (["--lr", "0"], ["--lr", "0.0", "> 0"]),
+    (["--lr", "-0.5"], ["--lr", "-0.5"]),
+    (["--epochs", "0"], ["--epochs", ">= 1"]),
+    (["--batch-size", "-3"], ["--batch-size", ">= 1"]),
+    (["--hidden", "256,x"], ["--hidden", "256,x"]),
+])
+def test_bad_training_flags_are_one_line_errors(data_dir: Path, flags: list[str], fragments: list[str]) -> None:
+    assert_one_line_error(invoke("train", "--data-dir", data_dir, *flags), *fragments)
+    assert not Path("runs").exists()
+
+
+def test_unknown_key_in_config_file_is_a_one_line_error(tmp_path: Path) -> None:
+    config = tmp_path / "typo.toml"
+    config.write_text("learning_rate = 0.1\n")
+    assert_one_line_error(invoke("train", "--config", config), "typo.toml", "learning_rate", "unknown setting")
+
+
+def test_missing_data_is_a_one_line_error_saying_what_to_do(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    result = invoke("train", "--data-dir", tmp_path / "empty")
+    assert_one_line_error(result, "no Fashion-MNIST files", "train-images-idx3-ubyte")
+
+
+def test_missing_checkpoint_is_a_one_line_error() -> None:
+    assert_one_line_error(invoke("eval", "nowhere/best.pt"), "nowhere/best.pt", "no such checkpoint")
+
+
+def test_unreadable_checkpoint_is_a_one_line_error(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(os.urandom(2048))
+    assert_one_line_error(invoke("eval", garbage), "garbage.pt", "refused to load", "corrupt")
+
+
+def test_truncated_checkpoint_is_a_one_line_error(data_dir: Path) -> None:
+    assert invoke("train", "--data-dir", data_dir, "--out", "run", *SMALL).exit_code == 0
+    Path("cut.pt").write_bytes(Path("run/last.pt").read_bytes()[:1000])
+    assert_one_line_error(invoke("eval", "cut.pt"), "cut.pt", "not a readable checkpoint")
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_and_the_code_does_not_run(tmp_path: Path) -> None:
+    class RunsCode:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    torch.save({"format": "mlp-checkpoint", "payload": RunsCode()}, tmp_path / "evil.pt")
+    assert_one_line_error(invoke("eval", tmp_path / "evil.pt"), "refused to load", "system")
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_a_folder_given_as_checkpoint_is_a_one_line_error(tmp_path: Path) -> None:
+    assert_one_line_error(invoke("eval", tmp_path), "is a folder")
+
+
+def test_a_torch_file_that_is_not_a_checkpoint_is_a_one_line_error(tmp_path: Path) -> None:
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
+    assert_one_line_error(invoke("eval", tmp_path / "other.pt"), "not an mlp checkpoint")
+
+
+def test_unknown_split_is_a_one_line_error(data_dir: Path) -> None:
+    assert invoke("train", "--data-dir", data_dir, "--out", "run", *SMALL).exit_code == 0
+    assert_one_line_error(invoke("eval", "run/last.pt", "--split", "valid"), "--split", "train, test")
+
+
+@pytest.mark.parametrize("name", ["relu", "sigmoid", "tanh"])
+def test_plot_activation_writes_a_png_of_the_function_and_its_gradient(name: str) -> None:
+    result = invoke("plot-activation", name, "--out", f"{name}.png")
+    assert result.exit_code == 0, result.output
+    assert Path(f"{name}.png").read_bytes().startswith(PNG_SIGNATURE)
+    from matplotlib.image import imread
+
+    with_grad = imread(f"{name}.png")
+    assert invoke("plot-activation", name, "--no-grad", "--out", "alone.png").exit_code == 0
+    alone = imread("alone.png")
+    assert with_grad.shape[1] > 1.5 * alone.shape[1]  # two panels side by side, then one
+
+
+def test_plot_activation_defaults_to_name_dot_png() -> None:
+    assert invoke("plot-activation", "tanh").exit_code == 0
+    assert Path("tanh.png").read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_the_plotted_grid_is_d2ls_x_from_minus_8_to_7_9() -> None:
+    x = torch.arange(X_START, X_STOP, X_STEP)
+    assert len(x) == 160 and x[0].item() == -8.0 and x[-1].item() == pytest.approx(7.9)
+
+
+def test_autograd_derivatives_match_the_closed_forms() -> None:
+    x = torch.arange(X_START, X_STOP, X_STEP)
+    _, relu_grad = activation_curve("relu", x)
+    assert torch.equal(relu_grad, (x > 0).float())  # 0 or 1; the grid never hits 0 exactly
+    sigmoid, sigmoid_grad = activation_curve("sigmoid", x)
+    torch.testing.assert_close(sigmoid_grad, sigmoid * (1 - sigmoid))
+    tanh, tanh_grad = activation_curve("tanh", x)
+    torch.testing.assert_close(tanh_grad, 1 - tanh**2)
+
+
+def test_unknown_activation_is_a_one_line_error_listing_the_known_ones() -> None:
+    assert_one_line_error(invoke("plot-activation", "swish2"), "'swish2'", "relu, sigmoid, tanh")
+
+
+def test_unwritable_plot_path_is_a_one_line_error(tmp_path: Path) -> None:
+    assert_one_line_error(invoke("plot-activation", "relu", "--out", tmp_path / "no" / "such" / "dir.png"),
+                          "cannot write the image")
+
+
+def run_installed(*args: str, module: bool = False) -> subprocess.CompletedProcess:
+    """Run the installed console script (or python -m mlp_cli) the way a user's shell does."""
+    command = [sys.executable, "-m", "mlp_cli"] if module else [str(Path(sys.executable).parent / "mlp")]
+    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_the_mlp_console_script_and_python_dash_m_both_work() -> None:
+    for module in (False, True):
+        result = run_installed("--help", module=module)
+        assert result.returncode == 0, result.stderr
+        assert "train" in result.stdout and "plot-activation" in result.stdout
+
+
+def test_mlp_help_does_not_import_torch() -> None:
+    code = ("import sys; sys.argv = ['mlp', '--help']\n"
+            "from mlp_cli.cli import main\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print('torch imported:', 'torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "torch imported: False" in result.stdout
+
+
+def test_errors_from_the_real_entry_point_have_no_traceback(tmp_path: Path) -> None:
+    result = run_installed("eval", str(tmp_path / "missing.pt"))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [f"error: {tmp_path / 'missing.pt'}: no such checkpoint "
+                                                  "(a run folder holds last.pt and best.pt)"]

@@ -1,0 +1,109 @@
+"""The two models: D2L's MLPScratch and concise MLP, which compute the same function given the same weights."""
+
+import pytest
+import torch
+from torch import nn
+
+from mlp_cli.activations import relu
+from mlp_cli.models import MLPConcise, MLPScratch, build_model
+
+
+def copy_scratch_into_concise(scratch: MLPScratch, concise: nn.Module) -> None:
+    """nn.Linear stores W transposed: (out, in) where the book's W is (in, out)."""
+    linears = [layer for layer in concise if isinstance(layer, nn.Linear)]
+    with torch.no_grad():
+        for layer, linear in enumerate(linears, start=1):
+            linear.weight.copy_(getattr(scratch, f"W{layer}").T)
+            linear.bias.copy_(getattr(scratch, f"b{layer}"))
+
+
+def test_scratch_parameters_are_the_books_w1_b1_w2_b2() -> None:
+    torch.manual_seed(0)
+    model = MLPScratch(784, [256], 10, sigma=0.01)
+    shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
+    assert shapes == {"W1": (784, 256), "b1": (256,), "W2": (256, 10), "b2": (10,)}
+    assert all(isinstance(p, nn.Parameter) for p in model.parameters())
+    assert torch.count_nonzero(model.b1) == 0 and torch.count_nonzero(model.b2) == 0
+    assert model.W1.mean().abs() < 1e-3
+    assert model.W1.std().item() == pytest.approx(0.01, rel=0.02)
+
+
+def test_sigma_sets_the_spread_of_the_initial_weights() -> None:
+    torch.manual_seed(0)
+    assert MLPScratch(784, [256], 10, sigma=0.5).W1.std().item() == pytest.approx(0.5, rel=0.02)
+
+
+def test_relu_is_max_of_x_and_zero_and_matches_torch_relu() -> None:
+    X = torch.randn(1000, requires_grad=True)
+    ours = relu(X)
+    assert torch.equal(ours, torch.where(X > 0, X, torch.zeros_like(X)))
+    (grad,) = torch.autograd.grad(ours.sum(), X)
+    assert torch.equal(grad, (X > 0).float())
+
+
+def test_scratch_forward_uses_the_hand_written_relu(monkeypatch: pytest.MonkeyPatch) -> None:
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the scratch model must not use torch's relu")
+
+    monkeypatch.setattr(torch, "relu", forbidden)
+    monkeypatch.setattr(torch.nn.functional, "relu", forbidden)
+    model = MLPScratch(784, [32], 10, sigma=0.01)
+    assert model(torch.rand(4, 1, 28, 28)).shape == (4, 10)
+
+
+def test_scratch_forward_reshapes_images_to_rows_of_num_inputs() -> None:
+    model = MLPScratch(784, [32], 10, sigma=0.01)
+    images = torch.rand(5, 1, 28, 28)
+    assert torch.equal(model(images), model(images.reshape(5, 784)))
+
+
+def test_scratch_forward_is_the_books_equation() -> None:
+    model = MLPScratch(784, [32], 10, sigma=0.1)
+    X = torch.rand(6, 784)
+    H = torch.clamp(X @ model.W1 + model.b1, min=0)
+    torch.testing.assert_close(model(X), H @ model.W2 + model.b2)
+
+
+def test_several_hidden_sizes_stack_hidden_layers() -> None:
+    model = MLPScratch(784, [256, 128], 10, sigma=0.01)
+    assert [tuple(p.shape) for name, p in model.named_parameters() if name.startswith("W")] == [
+        (784, 256), (256, 128), (128, 10)]
+    concise = build_model("concise", 784, [256, 128], 10, sigma=0.01)
+    assert [tuple(layer.weight.shape) for layer in concise if isinstance(layer, nn.Linear)] == [
+        (256, 784), (128, 256), (10, 128)]
+
+
+def test_concise_is_flatten_lazylinear_relu_lazylinear() -> None:
+    model = MLPConcise([256], 10)
+    assert [type(layer) for layer in model] == [nn.Flatten, nn.LazyLinear, nn.ReLU, nn.LazyLinear]
+
+
+def test_build_model_materializes_the_lazy_layers() -> None:
+    model = build_model("concise", 784, [64], 10, sigma=0.01)
+    assert sum(p.numel() for p in model.parameters()) == 784 * 64 + 64 + 64 * 10 + 10
+
+
+@pytest.mark.parametrize("hidden", [[256], [64, 32]])
+def test_scratch_and_concise_agree_on_outputs_and_gradients_with_the_same_weights(hidden: list[int]) -> None:
+    torch.manual_seed(0)
+    scratch = build_model("scratch", 784, hidden, 10, sigma=0.01)  # D2L's init
+    concise = build_model("concise", 784, hidden, 10, sigma=0.01)
+    copy_scratch_into_concise(scratch, concise)
+    images, labels = torch.rand(32, 1, 28, 28), torch.randint(0, 10, (32,))
+    scratch_logits, concise_logits = scratch(images), concise(images)
+    torch.testing.assert_close(scratch_logits, concise_logits, rtol=0, atol=1e-6)
+    nn.functional.cross_entropy(scratch_logits, labels).backward()
+    nn.functional.cross_entropy(concise_logits, labels).backward()
+    linears = [layer for layer in concise if isinstance(layer, nn.Linear)]
+    for layer, linear in enumerate(linears, start=1):
+        torch.testing.assert_close(getattr(scratch, f"W{layer}").grad.T, linear.weight.grad, rtol=0, atol=1e-6)
+        torch.testing.assert_close(getattr(scratch, f"b{layer}").grad, linear.bias.grad, rtol=0, atol=1e-6)
+
+
+def test_the_same_seed_builds_the_same_model() -> None:
+    for impl in ("scratch", "concise"):
+        torch.manual_seed(7)
+        first = build_model(impl, 784, [16], 10, sigma=0.01).state_dict()
+        torch.manual_seed(7)
+        second = build_model(impl, 784, [16], 10, sigma=0.01).state_dict()
+        assert all(torch.equal(first[key], second[key]) for key in first)

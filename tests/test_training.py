@@ -1,0 +1,130 @@
+"""The shared training loop: metrics, run folders, checkpoints and repeatable runs."""
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TRAIN_COUNT
+
+from mlp_cli.checkpoint import load_checkpoint
+from mlp_cli.config import Config, load_config
+from mlp_cli.errors import MlpError
+from mlp_cli.training import BatchProgress, EpochMetrics, TrainingPlan, evaluate, restore_model, train
+
+
+@dataclass
+class RecordingReporter:
+    events: list[tuple[str, object]] = field(default_factory=list)
+
+    def on_start(self, plan: TrainingPlan) -> None:
+        self.events.append(("start", plan))
+
+    def on_batch(self, progress: BatchProgress) -> None:
+        self.events.append(("batch", progress))
+
+    def on_epoch(self, metrics: EpochMetrics) -> None:
+        self.events.append(("epoch", metrics))
+
+    def on_checkpoint(self, path: Path) -> None:
+        self.events.append(("checkpoint", path))
+
+
+def small_config(data_dir: Path, **changes: object) -> Config:
+    settings = {"data_dir": str(data_dir), "hidden": (32,), "batch_size": 16, "epochs": 3, "device": "cpu"}
+    return load_config(None, {**settings, **changes})
+
+
+@pytest.mark.parametrize("impl", ["scratch", "concise"])
+def test_a_run_folder_holds_config_metrics_and_last_and_best_checkpoints(data_dir: Path, impl: str) -> None:
+    result = train(small_config(data_dir, impl=impl), Path("runs/mine"))
+    assert sorted(path.name for path in result.run_dir.iterdir()) == [
+        "best.pt", "config.toml", "last.pt", "metrics.jsonl"]
+    rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [1, 2, 3]
+    assert set(rows[0]) == {"epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "seconds"}
+    assert load_checkpoint(result.run_dir / "last.pt")["epoch"] == 3
+    best_epoch = max(rows, key=lambda row: row["test_accuracy"])["epoch"]
+    assert load_checkpoint(result.run_dir / "best.pt")["epoch"] == best_epoch == result.best_epoch
+
+
+def test_the_saved_config_reproduces_the_run_settings(data_dir: Path) -> None:
+    config = small_config(data_dir, impl="concise", lr=0.3)
+    result = train(config, Path("run"))
+    assert load_config(result.run_dir / "config.toml") == config
+
+
+def test_training_learns_the_synthetic_task(data_dir: Path) -> None:
+    history = train(small_config(data_dir, epochs=8, lr=0.5), Path("run")).history
+    assert history[-1].train_loss < history[0].train_loss * 0.5
+    assert history[-1].test_accuracy > 0.5  # ten classes: chance is 0.1
+
+
+@pytest.mark.parametrize("impl", ["scratch", "concise"])
+def test_the_same_seed_gives_identical_weights(data_dir: Path, impl: str) -> None:
+    first = train(small_config(data_dir, impl=impl, seed=5), Path("a"))
+    second = train(small_config(data_dir, impl=impl, seed=5), Path("b"))
+    first_state = load_checkpoint(first.run_dir / "last.pt")["model_state"]
+    second_state = load_checkpoint(second.run_dir / "last.pt")["model_state"]
+    assert all(torch.equal(first_state[key], second_state[key]) for key in first_state)
+    assert first.history[-1].test_loss == second.history[-1].test_loss
+
+
+def test_another_seed_gives_other_weights(data_dir: Path) -> None:
+    first = load_checkpoint(train(small_config(data_dir, seed=1), Path("a")).run_dir / "last.pt")
+    second = load_checkpoint(train(small_config(data_dir, seed=2), Path("b")).run_dir / "last.pt")
+    assert not torch.equal(first["model_state"]["W1"], second["model_state"]["W1"])
+
+
+def test_runs_without_out_get_new_folders_under_runs(data_dir: Path) -> None:
+    first = train(small_config(data_dir, epochs=1))
+    second = train(small_config(data_dir, epochs=1))
+    assert first.run_dir.parent == second.run_dir.parent == Path("runs")
+    assert first.run_dir != second.run_dir
+    assert len(list((first.run_dir / "metrics.jsonl").read_text().splitlines())) == 1
+
+
+def test_an_existing_non_empty_out_folder_is_never_reused(data_dir: Path) -> None:
+    run = train(small_config(data_dir, epochs=1), Path("run"))
+    before = (run.run_dir / "last.pt").read_bytes()
+    with pytest.raises(MlpError, match="already exists and is not empty"):
+        train(small_config(data_dir, epochs=1, seed=9), Path("run"))
+    assert (run.run_dir / "last.pt").read_bytes() == before
+
+
+def test_reporter_hears_the_plan_progress_and_each_epoch(data_dir: Path) -> None:
+    reporter = RecordingReporter()
+    train(small_config(data_dir, epochs=2), Path("run"), reporter)
+    kinds = [kind for kind, _ in reporter.events]
+    assert kinds[0] == "start" and kinds.count("epoch") == 2
+    plan = reporter.events[0][1]
+    assert (plan.train_samples, plan.num_epochs, plan.device) == (TRAIN_COUNT, 2, "cpu")
+    last_batch_of_epoch_one = [p for kind, p in reporter.events if kind == "batch" and p.epoch == 1][-1]
+    assert last_batch_of_epoch_one.samples_done == TRAIN_COUNT
+
+
+def test_recorded_test_metrics_are_those_of_the_saved_model(data_dir: Path) -> None:
+    result = train(small_config(data_dir, impl="concise"), Path("run"))
+    checkpoint = load_checkpoint(result.run_dir / "last.pt")
+    config, model = restore_model(checkpoint, result.run_dir / "last.pt")
+    from mlp_cli.data import load_data
+
+    loss, accuracy = evaluate(model, load_data("fashion-mnist", data_dir), "test", config.batch_size)
+    assert (loss, accuracy) == (result.history[-1].test_loss, result.history[-1].test_accuracy)
+
+
+def test_an_unavailable_accelerator_is_a_clear_error(data_dir: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(MlpError, match="CUDA is not available"):
+        train(small_config(data_dir, device="cuda"))
+
+
+def test_the_library_does_not_import_the_terminal_side() -> None:
+    code = "import sys, mlp_cli.training, mlp_cli.data, mlp_cli.models, mlp_cli.checkpoint; " \
+           "print(sorted({'rich', 'typer', 'matplotlib'} & {m.split('.')[0] for m in sys.modules}))"
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert output.strip() == "[]"
