@@ -47,7 +47,7 @@ def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def default(name: str) -> str:
-    """Help text for a Config default, computed so it never goes stale."""
+    """A Config default as --help shows it, computed so that it never goes stale."""
     value = getattr(DEFAULTS, name)
     return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
@@ -61,26 +61,27 @@ DataDirOption = Annotated[Path | None, typer.Option(
 @app.command("train")
 @reports_errors
 def train_command(
-    impl: Annotated[str | None, typer.Option(help=f"Model: {' or '.join(IMPLS)}. [default: {default('impl')}]")] = None,
+    impl: Annotated[str | None, typer.Option(
+        help=f"Model: {' or '.join(IMPLS)}.", show_default=default("impl"))] = None,
     dataset: Annotated[str | None, typer.Option(
-        help=f"Data set: {' or '.join(DATASETS)}. [default: {default('dataset')}]")] = None,
+        help=f"Data set: {' or '.join(DATASETS)}.", show_default=default("dataset"))] = None,
     hidden: Annotated[str | None, typer.Option(
-        help=f"Hidden layer sizes, e.g. 256 or 256,128. [default: {default('hidden')}]")] = None,
+        help="Hidden layer sizes, e.g. 256 or 256,128.", show_default=default("hidden"))] = None,
     sigma: Annotated[float | None, typer.Option(
-        help=f"Std of the scratch model's initial weights. [default: {default('sigma')}]")] = None,
-    lr: Annotated[float | None, typer.Option(help=f"SGD learning rate. [default: {default('lr')}]")] = None,
-    batch_size: Annotated[int | None, typer.Option(help=f"Minibatch size. [default: {default('batch_size')}]")] = None,
+        help="Std of the scratch model's initial weights.", show_default=default("sigma"))] = None,
+    lr: Annotated[float | None, typer.Option(help="SGD learning rate.", show_default=default("lr"))] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Minibatch size.", show_default=default("batch_size"))] = None,
     epochs: Annotated[int | None, typer.Option(
-        help=f"Passes over the training set. [default: {default('epochs')}]")] = None,
+        help="Passes over the training set.", show_default=default("epochs"))] = None,
     seed: Annotated[int | None, typer.Option(
-        help=f"Seed for the initial weights and the data order. [default: {default('seed')}]")] = None,
+        help="Seed for the initial weights and the data order.", show_default=default("seed"))] = None,
     device: Annotated[str | None, typer.Option(
-        help=f"auto, cpu, cuda, cuda:N or mps. [default: {default('device')}]")] = None,
+        help="auto, cpu, cuda, cuda:N or mps.", show_default=default("device"))] = None,
     data_dir: DataDirOption = None,
     config: Annotated[Path | None, typer.Option(
         "--config", help="TOML file of settings (see configs/); flags given here override it.")] = None,
     out: Annotated[Path | None, typer.Option(
-        help="Run folder to create (must be new or empty). [default: runs/DATE-TIME-IMPL]")] = None,
+        help="Run folder to create (must be new or empty).", show_default="runs/DATE-TIME-IMPL")] = None,
 ) -> None:
     """Train an MLP and save metrics and checkpoints (last.pt, best.pt) in a new run folder."""
     settings = load_config(config, {
@@ -128,7 +129,7 @@ def eval_command(
 def plot_activation_command(
     name: Annotated[str, typer.Argument(
         help="Activation, e.g. relu, sigmoid or tanh (an unknown name lists them all).")],
-    out: Annotated[Path | None, typer.Option(help="PNG file to write. [default: NAME.png]")] = None,
+    out: Annotated[Path | None, typer.Option(help="PNG file to write.", show_default="NAME.png")] = None,
     grad: Annotated[bool, typer.Option("--grad/--no-grad", help="Also plot the gradient, by autograd.")] = True,
 ) -> None:
     """Plot an activation function and its gradient on x = -8.0, -7.9, ..., 7.9 (D2L 5.1.2)."""

@@ -214,3 +214,10 @@ def test_errors_from_the_real_entry_point_have_no_traceback(tmp_path: Path) -> N
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [f"error: {tmp_path / 'missing.pt'}: no such checkpoint "
                                                   "(a run folder holds last.pt and best.pt)"]
+
+
+def test_train_help_shows_the_config_defaults() -> None:
+    result = invoke("train", "--help")
+    assert result.exit_code == 0
+    for shown in ("[default: (scratch)]", "[default: (0.1)]", "[default: (256)]", "[default: (10)]"):
+        assert shown in result.stdout

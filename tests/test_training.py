@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TRAIN_COUNT
+from conftest import TRAIN_COUNT, write_dataset
 
 from mlp_cli.checkpoint import load_checkpoint
 from mlp_cli.config import Config, load_config
@@ -128,3 +128,38 @@ def test_the_library_does_not_import_the_terminal_side() -> None:
            "print(sorted({'rich', 'typer', 'matplotlib'} & {m.split('.')[0] for m in sys.modules}))"
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert output.strip() == "[]"
+
+
+def test_training_equals_the_tutorial_torchvision_pipeline_given_the_same_order(tmp_path: Path) -> None:
+    """Our tensors-in-memory path computes exactly what FashionMNIST + ToTensor + DataLoader computes."""
+    from torch.nn import functional
+    from torch.utils.data import DataLoader
+    from torchvision.datasets import FashionMNIST
+    from torchvision.transforms import ToTensor
+
+    from mlp_cli.data import load_data
+    from mlp_cli.models import build_model
+
+    root = tmp_path / "root"
+    write_dataset(root / "FashionMNIST" / "raw")
+    data = load_data("fashion-mnist", root)
+    tutorial_set = FashionMNIST(str(root), train=True, transform=ToTensor())
+    weights = {}
+    for pipeline in ("mlp", "tutorial"):
+        torch.manual_seed(0)
+        model = build_model("scratch", 784, [32], 10, sigma=0.01)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        generator = torch.Generator().manual_seed(0)
+        for _ in range(2):
+            if pipeline == "mlp":
+                batches = data.batches("train", 16, generator)
+            else:
+                order = torch.randperm(len(tutorial_set), generator=generator).tolist()
+                batches = DataLoader(tutorial_set, batch_size=16, sampler=order)
+            for images, labels in batches:
+                loss = functional.cross_entropy(model(images), labels)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+        weights[pipeline] = model.W1.detach().clone()
+    assert torch.equal(weights["mlp"], weights["tutorial"])

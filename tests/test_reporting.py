@@ -1,0 +1,37 @@
+"""What a person sees while training: a live bar with loss and samples/s, and a table row per epoch."""
+
+import io
+from pathlib import Path
+
+from rich.console import Console
+
+from mlp_cli.config import load_config
+from mlp_cli.reporting import RichReporter
+from mlp_cli.training import train
+
+
+def run_with_console(data_dir: Path, console: Console) -> None:
+    config = load_config(None, {"data_dir": str(data_dir), "hidden": "16", "batch_size": 8, "epochs": 2,
+                                "device": "cpu"})
+    with RichReporter(console) as reporter:
+        train(config, Path("run"), reporter)
+
+
+def test_a_terminal_gets_a_live_bar_with_loss_and_speed_and_a_metrics_table(data_dir: Path) -> None:
+    screen = io.StringIO()
+    run_with_console(data_dir, Console(file=screen, force_terminal=True, width=150, color_system=None))
+    shown = screen.getvalue()
+    assert "epoch 2/2" in shown and "samples/s" in shown and "loss " in shown and "ETA" in shown
+    assert "epoch metrics" in shown and "test acc" in shown
+    assert "epoch 1/2: train loss" not in shown  # no plain lines on a terminal: the table has them
+
+
+def test_a_log_file_gets_one_plain_line_per_epoch_then_the_table(data_dir: Path) -> None:
+    log = io.StringIO()
+    run_with_console(data_dir, Console(file=log, force_terminal=False, width=150))
+    lines = log.getvalue().splitlines()
+    epoch_lines = [line for line in lines if line.startswith("epoch ") and "train loss" in line]
+    assert [line.split(":")[0] for line in epoch_lines] == ["epoch 1/2", "epoch 2/2"]
+    assert "test acc" in epoch_lines[0]
+    assert any("test acc" in line and "┃" in line for line in lines)  # the closing table's header
+    assert "\x1b[" not in log.getvalue()  # no cursor movement or colour in a log
