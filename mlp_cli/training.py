@@ -4,6 +4,7 @@ It knows nothing about the terminal: it tells a Reporter what happens, with plai
 """
 
 import dataclasses
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -180,11 +181,22 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: DataMo
     return loss_sum.item() / samples_done, correct.item() / samples_done
 
 
+def derive_seed(seed: int, purpose: str) -> int:
+    """A seed for one random stream, independent of the others drawn from the same user seed.
+
+    Seeding the data-order generator with the user's seed itself would replay the very numbers that drew
+    the initial weights (torch.manual_seed and Generator.manual_seed start the same Mersenne Twister), so
+    each epoch's order would be a function of W1's values.
+    """
+    digest = hashlib.sha256(f"{seed}:{purpose}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1  # a non-negative 63-bit integer
+
+
 def fit(model: nn.Module, data: DataModule, config: Config, run_dir: Path,
         reporter: Reporter = NULL_REPORTER) -> FitResult:
     """Train model for config.epochs, writing metrics and last/best checkpoints into run_dir."""
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr)
-    generator = torch.Generator().manual_seed(config.seed)  # the data order, apart from the weights' RNG
+    generator = torch.Generator().manual_seed(derive_seed(config.seed, "data-order"))
     history: list[EpochMetrics] = []
     best_epoch = 0
     for epoch in range(1, config.epochs + 1):

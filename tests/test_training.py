@@ -163,3 +163,14 @@ def test_training_equals_the_tutorial_torchvision_pipeline_given_the_same_order(
                 optimizer.step()
         weights[pipeline] = model.W1.detach().clone()
     assert torch.equal(weights["mlp"], weights["tutorial"])
+
+
+def test_the_data_order_does_not_replay_the_random_numbers_of_the_weight_init() -> None:
+    from mlp_cli.training import derive_seed
+
+    seed, count = 0, 1000
+    torch.manual_seed(seed)
+    weight_stream_order = torch.randperm(count)
+    data_order = torch.randperm(count, generator=torch.Generator().manual_seed(derive_seed(seed, "data-order")))
+    assert not torch.equal(weight_stream_order, data_order)
+    assert derive_seed(seed, "data-order") == derive_seed(seed, "data-order") != derive_seed(seed + 1, "data-order")
