@@ -89,14 +89,14 @@ def train_command(
         "epochs": epochs, "seed": seed, "device": device, "data_dir": str(data_dir) if data_dir else None,
     })
     from mlp_cli.reporting import RichReporter
-    from mlp_cli.training import train
+    from mlp_cli.training import METRICS_FILE, train
 
     with RichReporter(stderr) as reporter:
         result = train(settings, out, reporter)
     best = result.history[result.best_epoch - 1]
     stdout.print(f"best test accuracy {best.test_accuracy:.4f} at epoch {best.epoch}: {result.best_checkpoint}",
                  markup=False, soft_wrap=True)
-    stdout.print(f"metrics: {result.run_dir / 'metrics.jsonl'}; evaluate with: mlp eval {result.best_checkpoint}",
+    stdout.print(f"metrics: {result.run_dir / METRICS_FILE}; evaluate with: mlp eval {result.best_checkpoint}",
                  markup=False, soft_wrap=True)
 
 

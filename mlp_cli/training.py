@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn import functional
 
 from mlp_cli.checkpoint import load_checkpoint, save_checkpoint
-from mlp_cli.config import Config, config_to_dict, config_to_toml, validate_settings
+from mlp_cli.config import DEVICE_PATTERN, Config, config_to_dict, config_to_toml, validate_settings
 from mlp_cli.data import SPLITS, DataModule, load_data
 from mlp_cli.errors import CheckpointError, MlpError
 from mlp_cli.models import build_model
@@ -104,6 +104,8 @@ def resolve_device(name: str) -> torch.device:
     Raises:
         MlpError: the requested accelerator is not available on this machine.
     """
+    if not DEVICE_PATTERN.fullmatch(name):
+        raise MlpError(f"--device {name}: expected auto, cpu, cuda, cuda:N or mps")
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

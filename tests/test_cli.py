@@ -140,6 +140,11 @@ def test_a_torch_file_that_is_not_a_checkpoint_is_a_one_line_error(tmp_path: Pat
     assert_one_line_error(invoke("eval", tmp_path / "other.pt"), "not an mlp checkpoint")
 
 
+def test_unknown_eval_device_is_a_one_line_error(data_dir: Path) -> None:
+    assert invoke("train", "--data-dir", data_dir, "--out", "run", *SMALL).exit_code == 0
+    assert_one_line_error(invoke("eval", "run/last.pt", "--device", "tpu"), "--device tpu", "auto, cpu")
+
+
 def test_unknown_split_is_a_one_line_error(data_dir: Path) -> None:
     assert invoke("train", "--data-dir", data_dir, "--out", "run", *SMALL).exit_code == 0
     assert_one_line_error(invoke("eval", "run/last.pt", "--split", "valid"), "--split", "train, test")
