@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 FASHION_MNIST_SYSTEM_DIR := /usr/share/datasets/fashion-mnist
 TRAIN_ARGS ?= --impl scratch
 
-.PHONY: install data train test lint bench-accuracy clean
+.PHONY: install data train test lint bench bench-accuracy clean
 
 # Installed again only when pyproject.toml changes.
 $(BIN)/.installed: pyproject.toml
@@ -39,6 +39,10 @@ lint: install
 
 test: lint
 	$(BIN)/pytest
+
+# Seconds per epoch of mlp against the DataLoader pipeline and the bare matmuls (BENCH_ARGS=--synthetic without data).
+bench: install data
+	$(BIN)/python benchmarks/bench_epoch.py $(BENCH_ARGS)
 
 bench-accuracy: install data
 	$(BIN)/python benchmarks/accuracy_seeds.py

@@ -9,31 +9,19 @@ ToTensor and a shuffling DataLoader, as D2L's Trainer does), to compare like wit
 """
 
 import argparse
-import gzip
 import json
 import statistics
 import tempfile
 from pathlib import Path
 
 import torch
+from bench_epoch import torchvision_root
 from torch.nn import functional
 
 from mlp_cli.config import IMPLS, Config, load_config
-from mlp_cli.data import DATASETS, SPLIT_FILES, default_cache_dir, find_dataset_dir, find_idx_file
+from mlp_cli.data import DATASETS, default_cache_dir, find_dataset_dir
 from mlp_cli.models import build_model
 from mlp_cli.training import train
-
-
-def torchvision_root(folder: Path) -> Path:
-    """A temporary torchvision root (ROOT/FashionMNIST/raw, uncompressed) made from the files mlp found."""
-    root = Path(tempfile.mkdtemp())
-    raw = root / "FashionMNIST" / "raw"
-    raw.mkdir(parents=True)
-    for stems in SPLIT_FILES.values():
-        for stem in stems:
-            content = find_idx_file(folder, stem).read_bytes()
-            (raw / stem).write_bytes(gzip.decompress(content) if content[:2] == b"\x1f\x8b" else content)
-    return root
 
 
 def train_tutorial_way(impl: str, seed: int, root: Path) -> list[float]:
@@ -72,7 +60,8 @@ def main() -> None:
     args = parser.parse_args()
     results = {}
     spec = DATASETS["fashion-mnist"]
-    root = torchvision_root(find_dataset_dir(spec, None, default_cache_dir())) if args.pipeline != "mlp" else None
+    folder = find_dataset_dir(spec, None, default_cache_dir())
+    root = torchvision_root(folder, Path(tempfile.mkdtemp())) if args.pipeline != "mlp" else None
     with tempfile.TemporaryDirectory() as runs:
         for impl in args.impls:
             rows = []

@@ -77,6 +77,11 @@ def train_command(
         help="Seed for the initial weights and the data order.", show_default=default("seed"))] = None,
     device: Annotated[str | None, typer.Option(
         help="auto, cpu, cuda, cuda:N or mps.", show_default=default("device"))] = None,
+    threads: Annotated[int | None, typer.Option(
+        help="CPU threads for torch; 0 uses every core.", show_default=default("threads"))] = None,
+    precision: Annotated[str | None, typer.Option(
+        help="fp32, or bf16 (autocast; faster on some hardware, less exact).",
+        show_default=default("precision"))] = None,
     data_dir: DataDirOption = None,
     config: Annotated[Path | None, typer.Option(
         "--config", help="TOML file of settings (see configs/); flags given here override it.")] = None,
@@ -86,7 +91,8 @@ def train_command(
     """Train an MLP and save metrics and checkpoints (last.pt, best.pt) in a new run folder."""
     settings = load_config(config, {
         "impl": impl, "dataset": dataset, "hidden": hidden, "sigma": sigma, "lr": lr, "batch_size": batch_size,
-        "epochs": epochs, "seed": seed, "device": device, "data_dir": str(data_dir) if data_dir else None,
+        "epochs": epochs, "seed": seed, "device": device, "threads": threads, "precision": precision,
+        "data_dir": str(data_dir) if data_dir else None,
     })
     from mlp_cli.reporting import RichReporter
     from mlp_cli.training import METRICS_FILE, train

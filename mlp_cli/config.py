@@ -16,6 +16,7 @@ from mlp_cli.errors import ConfigError
 
 IMPLS = ("scratch", "concise")
 DATASETS = ("fashion-mnist", "mnist")
+PRECISIONS = ("fp32", "bf16")
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 MAX_SEED = 2**63 - 1
 
@@ -34,6 +35,8 @@ class Config:
     epochs: int = 10
     seed: int = 0  # seeds the weights and the data order: same seed, same run (on one device)
     device: str = "auto"  # auto picks cuda, then mps, then cpu
+    threads: int = 0  # CPU threads for torch's kernels; 0 uses every core this process may run on
+    precision: str = "fp32"  # bf16 runs the forward pass under autocast: faster on some hardware, less exact
 
 
 FIELD_TYPES: dict[str, Any] = typing.get_type_hints(Config)
@@ -50,6 +53,8 @@ RANGE_CHECKS: dict[str, typing.Callable[[Any], str | None]] = {
     "epochs": lambda v: None if v >= 1 else "an integer >= 1",
     "seed": lambda v: None if 0 <= v <= MAX_SEED else f"an integer from 0 to {MAX_SEED}",
     "device": lambda v: None if DEVICE_PATTERN.fullmatch(v) else "auto, cpu, cuda, cuda:N or mps",
+    "threads": lambda v: None if v >= 0 else "an integer >= 0 (0 uses every core)",
+    "precision": lambda v: None if v in PRECISIONS else f"one of {', '.join(PRECISIONS)}",
 }
 
 

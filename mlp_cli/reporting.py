@@ -79,7 +79,8 @@ class RichReporter:
         self.num_epochs = plan.num_epochs
         layers = "-".join(str(width) for width in plan.hidden)
         self.console.print(
-            f"training {plan.impl} MLP (hidden {layers}, {plan.num_parameters:,} parameters) on {plan.device}; "
+            f"training {plan.impl} MLP (hidden {layers}, {plan.num_parameters:,} parameters) on {plan.device} "
+            f"({plan.threads} threads, {plan.precision}); "
             f"{plan.dataset} from {plan.data_source} ({plan.train_samples:,} train, {plan.test_samples:,} test); "
             f"batch {plan.batch_size}, {plan.num_epochs} epochs; run folder {plan.run_dir}",
             markup=False, soft_wrap=True,

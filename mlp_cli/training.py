@@ -3,9 +3,11 @@
 It knows nothing about the terminal: it tells a Reporter what happens, with plain numbers.
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,7 +24,7 @@ from mlp_cli.data import SPLITS, DataModule, load_data
 from mlp_cli.errors import CheckpointError, MlpError
 from mlp_cli.models import build_model
 
-REPORT_EVERY_STEPS = 10  # each report reads the loss back from the device: not every batch
+REPORT_INTERVAL_SECONDS = 0.1  # each report reads the loss back from the device: a few times a second at most
 RUNS_ROOT = Path("runs")
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.toml"
@@ -38,6 +40,8 @@ class TrainingPlan:
     hidden: tuple[int, ...]
     num_parameters: int
     device: str
+    threads: int
+    precision: str
     dataset: str
     data_source: str
     train_samples: int
@@ -120,6 +124,24 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def check_precision(device: torch.device, precision: str) -> None:
+    """Raise MlpError if device cannot run precision (bf16 autocast works on CPUs and most CUDA GPUs)."""
+    if precision != "bf16":
+        return
+    if device.type == "mps":
+        raise MlpError("--precision bf16: not supported on mps; use --precision fp32")
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise MlpError(f"--precision bf16: {torch.cuda.get_device_name(device)} has no bf16 support; use fp32")
+
+
+def configure_threads(threads: int) -> int:
+    """Set torch's CPU thread count before any work (0 = every core this process may run on); return it."""
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    count = threads or available
+    torch.set_num_threads(count)
+    return count
+
+
 def create_run_dir(out: Path | None, impl: str) -> Path:
     """A new, empty run folder: out if given, else runs/DATE-TIME-IMPL (never an existing run's folder).
 
@@ -147,13 +169,19 @@ def create_run_dir(out: Path | None, impl: str) -> Path:
     raise MlpError(f"{RUNS_ROOT}: too many runs named {stem}-*")
 
 
-def evaluate(model: nn.Module, data: DataModule, split: str, batch_size: int) -> tuple[float, float]:
+def precision_context(data: DataModule, config: Config) -> contextlib.AbstractContextManager:
+    """bf16 autocast for the forward pass when config asks for it; float32 otherwise."""
+    device_type = data.train_labels.device.type
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
+
+
+def evaluate(model: nn.Module, data: DataModule, split: str, config: Config) -> tuple[float, float]:
     """Mean cross-entropy loss and accuracy of model on a whole split."""
     model.eval()
     loss_sum = torch.zeros((), device=data.train_labels.device)
     correct = torch.zeros((), dtype=torch.long, device=data.train_labels.device)
-    with torch.inference_mode():
-        for images, labels in data.batches(split, batch_size):
+    with torch.inference_mode(), precision_context(data, config):
+        for images, labels in data.batches(split, config.batch_size):
             logits = model(images)
             loss_sum += functional.cross_entropy(logits, labels, reduction="sum")
             correct += (logits.argmax(dim=1) == labels).sum()
@@ -161,25 +189,28 @@ def evaluate(model: nn.Module, data: DataModule, split: str, batch_size: int) ->
     return loss_sum.item() / count, correct.item() / count
 
 
-def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: DataModule, batch_size: int,
+def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: DataModule, config: Config,
                 generator: torch.Generator, epoch: int, reporter: Reporter) -> tuple[float, float]:
     """One pass over the shuffled training split; returns its mean loss and accuracy."""
     model.train()
     loss_sum = torch.zeros((), device=data.train_labels.device)
     correct = torch.zeros((), dtype=torch.long, device=data.train_labels.device)
-    samples_done = 0
-    for step, (images, labels) in enumerate(data.batches("train", batch_size, generator), start=1):
-        logits = model(images)  # (n, q)
-        loss = functional.cross_entropy(logits, labels)
+    samples_done, next_report = 0, time.perf_counter() + REPORT_INTERVAL_SECONDS
+    for images, labels in data.batches("train", config.batch_size, generator):
+        with precision_context(data, config):
+            logits = model(images)  # (n, q)
+            loss = functional.cross_entropy(logits, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         # summed on the device and read once per epoch: no host sync per batch
-        loss_sum += loss.detach() * len(labels)
-        correct += (logits.detach().argmax(dim=1) == labels).sum()
+        loss_sum.add_(loss.detach(), alpha=len(labels))
+        correct.add_((logits.detach().argmax(dim=1) == labels).sum())
         samples_done += len(labels)
-        if step % REPORT_EVERY_STEPS == 0 or samples_done == len(data.train_labels):
+        if time.perf_counter() >= next_report:
             reporter.on_batch(BatchProgress(epoch, samples_done, loss.item()))
+            next_report = time.perf_counter() + REPORT_INTERVAL_SECONDS
+    reporter.on_batch(BatchProgress(epoch, samples_done, loss.item()))
     return loss_sum.item() / samples_done, correct.item() / samples_done
 
 
@@ -203,10 +234,9 @@ def fit(model: nn.Module, data: DataModule, config: Config, run_dir: Path,
     best_epoch = 0
     for epoch in range(1, config.epochs + 1):
         started = time.perf_counter()
-        train_loss, train_accuracy = train_epoch(model, optimizer, data, config.batch_size, generator,
-                                                 epoch, reporter)
+        train_loss, train_accuracy = train_epoch(model, optimizer, data, config, generator, epoch, reporter)
         seconds = time.perf_counter() - started
-        test_loss, test_accuracy = evaluate(model, data, "test", config.batch_size)
+        test_loss, test_accuracy = evaluate(model, data, "test", config)
         metrics = EpochMetrics(epoch, train_loss, train_accuracy, test_loss, test_accuracy, seconds)
         history.append(metrics)
         with open(run_dir / METRICS_FILE, "a") as file:
@@ -238,6 +268,8 @@ def train(config: Config, out: Path | None = None, reporter: Reporter = NULL_REP
         MlpError: the device, the data or the run folder is not usable.
     """
     device = resolve_device(config.device)
+    check_precision(device, config.precision)
+    threads = configure_threads(config.threads)
     data = load_data(config.dataset, Path(config.data_dir) if config.data_dir else None, device)
     torch.manual_seed(config.seed)
     # built on the CPU so that a seed gives the same initial weights on every device
@@ -247,7 +279,8 @@ def train(config: Config, out: Path | None = None, reporter: Reporter = NULL_REP
     (run_dir / CONFIG_FILE).write_text(config_to_toml(config))
     reporter.on_start(TrainingPlan(
         impl=config.impl, hidden=config.hidden, num_parameters=sum(p.numel() for p in model.parameters()),
-        device=str(device), dataset=config.dataset, data_source=str(data.source),
+        device=str(device), threads=threads, precision=config.precision,
+        dataset=config.dataset, data_source=str(data.source),
         train_samples=len(data.train_labels), test_samples=len(data.test_labels),
         batch_size=config.batch_size, num_epochs=config.epochs, run_dir=str(run_dir),
     ))
@@ -300,7 +333,7 @@ def evaluate_checkpoint(path: Path, split: str = "test", data_dir: Path | None =
     if data.num_inputs != checkpoint["model"]["num_inputs"]:
         raise MlpError(f"{data.source}: images have {data.num_inputs} pixels, the model expects "
                        f"{checkpoint['model']['num_inputs']}")
-    loss, accuracy = evaluate(model.to(torch_device), data, split, config.batch_size)
+    loss, accuracy = evaluate(model.to(torch_device), data, split, config)
     epoch = checkpoint["epoch"]
     rows = [row for row in checkpoint["metrics"] if row.get("epoch") == epoch]
     recorded = rows[0]["test_accuracy"] if rows and split == "test" else None

@@ -14,7 +14,7 @@ from mlp_cli.activations import activation_curve
 from mlp_cli.cli import X_START, X_STEP, X_STOP, app
 
 runner = CliRunner()
-SMALL = ["--hidden", "32", "--batch-size", "16", "--epochs", "2", "--device", "cpu"]
+SMALL = ["--hidden", "32", "--batch-size", "16", "--epochs", "2", "--device", "cpu", "--threads", "1"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -205,15 +205,6 @@ def test_the_mlp_console_script_and_python_dash_m_both_work() -> None:
         assert "train" in result.stdout and "plot-activation" in result.stdout
 
 
-def test_mlp_help_does_not_import_torch() -> None:
-    code = ("import sys; sys.argv = ['mlp', '--help']\n"
-            "from mlp_cli.cli import main\n"
-            "try:\n    main()\nexcept SystemExit:\n    pass\n"
-            "print('torch imported:', 'torch' in sys.modules)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert "torch imported: False" in result.stdout
-
-
 def test_errors_from_the_real_entry_point_have_no_traceback(tmp_path: Path) -> None:
     result = run_installed("eval", str(tmp_path / "missing.pt"))
     assert result.returncode == 1
@@ -226,3 +217,18 @@ def test_train_help_shows_the_config_defaults() -> None:
     assert result.exit_code == 0
     for shown in ("[default: (scratch)]", "[default: (0.1)]", "[default: (256)]", "[default: (10)]"):
         assert shown in result.stdout
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["plot-activation", "--help"], ["train", "--help"]])
+def test_help_screens_do_not_import_torch(argv: list[str]) -> None:
+    code = (f"import sys; sys.argv = ['mlp', *{argv!r}]\n"
+            "from mlp_cli.cli import main\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print('torch imported:', 'torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "torch imported: False" in result.stdout
+
+
+def test_unknown_precision_and_negative_threads_are_one_line_errors(data_dir: Path) -> None:
+    assert_one_line_error(invoke("train", "--data-dir", data_dir, "--precision", "fp8"), "--precision", "fp32, bf16")
+    assert_one_line_error(invoke("train", "--data-dir", data_dir, "--threads", "-1"), "--threads", ">= 0")

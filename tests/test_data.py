@@ -154,3 +154,16 @@ def test_unshuffled_batches_keep_file_order(data_dir: Path) -> None:
     data = load_data("fashion-mnist", data_dir)
     labels = torch.cat([labels for _, labels in data.batches("test", 16)])
     assert torch.equal(labels, data.test_labels)
+
+
+def test_each_epoch_draws_a_new_order_and_a_seed_repeats_the_sequence(data_dir: Path) -> None:
+    data = load_data("fashion-mnist", data_dir)
+
+    def epoch_orders(seed: int) -> list[torch.Tensor]:
+        generator = torch.Generator().manual_seed(seed)
+        return [torch.cat([labels for _, labels in data.batches("train", 32, generator)]) for _ in range(3)]
+
+    first, again = epoch_orders(11), epoch_orders(11)
+    assert not torch.equal(first[0], first[1]) and not torch.equal(first[1], first[2])
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    assert all(torch.equal(order.sort().values, data.train_labels.sort().values) for order in first)

@@ -12,7 +12,7 @@ from mlp_cli.training import train
 
 def run_with_console(data_dir: Path, console: Console) -> None:
     config = load_config(None, {"data_dir": str(data_dir), "hidden": "16", "batch_size": 8, "epochs": 2,
-                                "device": "cpu"})
+                                "device": "cpu", "threads": 1})
     with RichReporter(console) as reporter:
         train(config, Path("run"), reporter)
 

@@ -34,7 +34,8 @@ class RecordingReporter:
 
 
 def small_config(data_dir: Path, **changes: object) -> Config:
-    settings = {"data_dir": str(data_dir), "hidden": (32,), "batch_size": 16, "epochs": 3, "device": "cpu"}
+    settings = {"data_dir": str(data_dir), "hidden": (32,), "batch_size": 16, "epochs": 3, "device": "cpu",
+                "threads": 1}
     return load_config(None, {**settings, **changes})
 
 
@@ -112,7 +113,7 @@ def test_recorded_test_metrics_are_those_of_the_saved_model(data_dir: Path) -> N
     config, model = restore_model(checkpoint, result.run_dir / "last.pt")
     from mlp_cli.data import load_data
 
-    loss, accuracy = evaluate(model, load_data("fashion-mnist", data_dir), "test", config.batch_size)
+    loss, accuracy = evaluate(model, load_data("fashion-mnist", data_dir), "test", config)
     assert (loss, accuracy) == (result.history[-1].test_loss, result.history[-1].test_accuracy)
 
 
@@ -174,3 +175,16 @@ def test_the_data_order_does_not_replay_the_random_numbers_of_the_weight_init() 
     data_order = torch.randperm(count, generator=torch.Generator().manual_seed(derive_seed(seed, "data-order")))
     assert not torch.equal(weight_stream_order, data_order)
     assert derive_seed(seed, "data-order") == derive_seed(seed, "data-order") != derive_seed(seed + 1, "data-order")
+
+
+def test_threads_setting_sets_torchs_thread_count(data_dir: Path) -> None:
+    reporter = RecordingReporter()
+    train(small_config(data_dir, epochs=1, threads=2), Path("run"), reporter)
+    assert torch.get_num_threads() == 2 and reporter.events[0][1].threads == 2
+    torch.set_num_threads(1)
+
+
+def test_bf16_precision_trains_under_autocast_and_is_recorded(data_dir: Path) -> None:
+    result = train(small_config(data_dir, precision="bf16", lr=0.5, epochs=6), Path("run"))
+    assert load_config(result.run_dir / "config.toml").precision == "bf16"
+    assert result.history[-1].train_loss < result.history[0].train_loss
