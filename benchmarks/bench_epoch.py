@@ -42,6 +42,7 @@ from mlp_cli.models import build_model
 from mlp_cli.reporting import RichReporter
 from mlp_cli.training import (
     NULL_REPORTER,
+    EpochProgress,
     TrainingPlan,
     configure_threads,
     derive_seed,
@@ -100,15 +101,19 @@ def measure_mlp_epoch(config: Config, data, repeats: int, synchronize) -> tuple[
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr)
     generator = torch.Generator().manual_seed(derive_seed(config.seed, "data-order"))
     screen = Console(file=io.StringIO(), force_terminal=True, width=120)  # rendered, as on a terminal
-    plan = TrainingPlan(config.impl, config.hidden, 0, str(data.train_labels.device), 0, config.precision,
+    device = data.train_labels.device
+    plan = TrainingPlan(config.impl, config.hidden, 0, str(device), 0, config.precision,
                         config.dataset, str(data.source), len(data.train_labels), len(data.test_labels),
-                        config.batch_size, repeats + 1, "benchmark")
+                        config.batch_size, 1, repeats + 1, "benchmark")
+    epochs = iter(range(1, 1000))
+
+    def epoch() -> None:
+        progress = EpochProgress.start(generator, device)
+        train_epoch(model, optimizer, data, config, generator, next(epochs), progress, reporter)
+
     with RichReporter(screen) as reporter:
         reporter.on_start(plan)
-        epoch = iter(range(1, 1000))
-        train_seconds = median_seconds(
-            lambda: train_epoch(model, optimizer, data, config, generator, next(epoch), reporter),
-            repeats, synchronize)
+        train_seconds = median_seconds(epoch, repeats, synchronize)
     eval_seconds = median_seconds(lambda: evaluate(model, data, "test", config), repeats, synchronize)
     return train_seconds, eval_seconds, evaluate(model, data, "test", config)[1]
 
@@ -289,7 +294,8 @@ def compare_precisions(data, device: torch.device, threads: int, args: argparse.
         times = []
         for epoch in range(1, args.accuracy_epochs + 1):
             started = time.perf_counter()
-            train_epoch(model, optimizer, data, config, generator, epoch, NULL_REPORTER)
+            progress = EpochProgress.start(generator, device)
+            train_epoch(model, optimizer, data, config, generator, epoch, progress, NULL_REPORTER)
             synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
             synchronize()
             times.append(time.perf_counter() - started)

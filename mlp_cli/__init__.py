@@ -23,6 +23,7 @@ EXPORTS = {
     "MLPConcise": "mlp_cli.models",
     "train": "mlp_cli.training",
     "fit": "mlp_cli.training",
+    "resume_run": "mlp_cli.training",
     "evaluate": "mlp_cli.training",
     "evaluate_checkpoint": "mlp_cli.training",
     "load_checkpoint": "mlp_cli.checkpoint",

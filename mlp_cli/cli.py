@@ -41,7 +41,7 @@ def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         except MlpError as err:
             # markup=False: rich would read text such as "[train]" as a style tag and drop it
             stderr.print(f"error: {err}", markup=False, soft_wrap=True)
-            raise typer.Exit(1) from None
+            raise typer.Exit(err.exit_code) from None
 
     return wrapper
 
@@ -87,18 +87,33 @@ def train_command(
         "--config", help="TOML file of settings (see configs/); flags given here override it.")] = None,
     out: Annotated[Path | None, typer.Option(
         help="Run folder to create (must be new or empty).", show_default="runs/DATE-TIME-IMPL")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Allow --out to name a folder that holds a run: replace it.")] = False,
+    resume: Annotated[Path | None, typer.Option(
+        help="Continue the run of this checkpoint (runs/NAME/last.pt) exactly where it stopped; "
+             "only --epochs, --device, --threads and --data-dir may change.")] = None,
 ) -> None:
-    """Train an MLP and save metrics and checkpoints (last.pt, best.pt) in a new run folder."""
-    settings = load_config(config, {
+    """Train an MLP and save metrics and checkpoints (last.pt, best.pt) in a new run folder.
+
+    Ctrl-C or SIGTERM stops at the next batch, saves last.pt and prints how to resume (exit 130 or 143).
+    """
+    flags = {
         "impl": impl, "dataset": dataset, "hidden": hidden, "sigma": sigma, "lr": lr, "batch_size": batch_size,
         "epochs": epochs, "seed": seed, "device": device, "threads": threads, "precision": precision,
         "data_dir": str(data_dir) if data_dir else None,
-    })
+    }
+    if resume is not None and (config is not None or out is not None):
+        raise MlpError("--resume continues a run in its own folder with its own settings: "
+                       "leave out --config and --out")
+    settings = load_config(config, flags) if resume is None else None
     from mlp_cli.reporting import RichReporter
-    from mlp_cli.training import METRICS_FILE, train
+    from mlp_cli.signals import stop_on_signals
+    from mlp_cli.training import METRICS_FILE, resume_run, train
 
-    with RichReporter(stderr) as reporter:
-        result = train(settings, out, reporter)
+    with stop_on_signals() as stop, RichReporter(stderr) as reporter:
+        if resume is None:
+            result = train(settings, out, reporter, stop, overwrite)
+        else:
+            result = resume_run(resume, flags, reporter, stop)
     best = result.history[result.best_epoch - 1]
     stdout.print(f"best test accuracy {best.test_accuracy:.4f} at epoch {best.epoch}: {result.best_checkpoint}",
                  markup=False, soft_wrap=True)

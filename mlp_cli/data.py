@@ -7,7 +7,9 @@ on the training device and a batch is an index slice: no per-sample Python, no P
 import gzip
 import math
 import os
+import shutil
 import struct
+import tempfile
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -98,7 +100,7 @@ def find_dataset_dir(spec: DatasetSpec, data_dir: Path | None, cache_dir: Path,
         raise DataError(f"{spec.title} not found (looked in {tried}); {how_to_fix}")
     try:
         download_with_torchvision(spec, cache_dir)
-    except (RuntimeError, OSError) as err:
+    except (RuntimeError, OSError, DataError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise DataError(f"{spec.title} not found (looked in {tried}) and the download failed ({reason}); "
                         f"{how_to_fix}") from err
@@ -106,11 +108,31 @@ def find_dataset_dir(spec: DatasetSpec, data_dir: Path | None, cache_dir: Path,
 
 
 def download_with_torchvision(spec: DatasetSpec, cache_dir: Path) -> None:
-    """Fetch the data set into cache_dir/NAME/raw through torchvision (checksummed, then extracted)."""
+    """Fetch the data set into cache_dir/NAME/raw, all or nothing.
+
+    torchvision downloads into a staging folder; the files are checked like any others and only then moved
+    into place, so a download cut off halfway never leaves files that a later run would take as the data set.
+    """
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".download-", dir=cache_dir))
+    try:
+        fetch_with_torchvision(spec, staging)
+        staged = staging / spec.torchvision_name / "raw"
+        for split in SPLITS:
+            load_split(staged, split, len(spec.class_names))
+        target = cache_dir / spec.torchvision_name / "raw"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(target, ignore_errors=True)  # an incomplete earlier copy, never a valid one
+        os.replace(staged, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def fetch_with_torchvision(spec: DatasetSpec, root: Path) -> None:
+    """torchvision's download (checksummed, then extracted) into root/NAME/raw."""
     import torchvision.datasets  # slow to import; only needed on first use without local files
 
-    dataset_class = getattr(torchvision.datasets, spec.torchvision_name)
-    dataset_class(root=str(cache_dir), train=True, download=True)
+    getattr(torchvision.datasets, spec.torchvision_name)(root=str(root), train=True, download=True)
 
 
 def read_idx_bytes(path: Path) -> bytes:
@@ -197,21 +219,23 @@ class DataModule:
             return self.train_images, self.train_labels
         return self.test_images, self.test_labels
 
-    def batches(self, split: str, batch_size: int,
-                generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(self, split: str, batch_size: int, generator: torch.Generator | None = None,
+                skip: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(images, labels) batches: shuffled by generator's permutation if given, else in file order.
 
-        The last batch may be smaller, as with a DataLoader without drop_last.
+        The last batch may be smaller, as with a DataLoader without drop_last. skip leaves out the first
+        batches, so that an epoch interrupted after `skip` batches continues with the same order.
         """
         images, labels = self.split(split)
         count = len(labels)
+        starts = range(skip * batch_size, count, batch_size)
         if generator is None:
-            for start in range(0, count, batch_size):
+            for start in starts:
                 yield images[start:start + batch_size], labels[start:start + batch_size]
             return
         # drawn on the CPU so that a seed gives the same order on every device
         order = torch.randperm(count, generator=generator).to(labels.device)
-        for start in range(0, count, batch_size):
+        for start in starts:
             indices = order[start:start + batch_size]
             # index_select gathers rows about twice as fast as images[indices] (measured on CPU)
             yield images.index_select(0, indices), labels.index_select(0, indices)

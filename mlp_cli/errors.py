@@ -4,6 +4,8 @@
 class MlpError(Exception):
     """A problem the user can fix: bad flags, missing data, a broken checkpoint."""
 
+    exit_code = 1
+
 
 class ConfigError(MlpError):
     """A setting in a TOML file or on the command line is unknown, mistyped or out of range."""
@@ -15,3 +17,15 @@ class DataError(MlpError):
 
 class CheckpointError(MlpError):
     """A checkpoint cannot be found, read or trusted."""
+
+
+class TrainingStoppedError(MlpError):
+    """Training stopped early on purpose (a signal) and saved where to resume; exit_code follows the signal."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class TrainingDivergedError(MlpError):
+    """The loss became NaN or infinite; nothing was saved after the last good epoch."""

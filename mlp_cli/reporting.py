@@ -85,7 +85,8 @@ class RichReporter:
             f"batch {plan.batch_size}, {plan.num_epochs} epochs; run folder {plan.run_dir}",
             markup=False, soft_wrap=True,
         )
-        self.progress.reset(self.task, total=plan.train_samples, description=f"epoch 1/{plan.num_epochs}")
+        self.progress.reset(self.task, total=plan.train_samples,
+                            description=f"epoch {plan.first_epoch}/{plan.num_epochs}")
 
     def on_batch(self, progress: BatchProgress) -> None:
         self.progress.update(self.task, completed=progress.samples_done, loss=progress.loss,

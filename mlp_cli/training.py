@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -21,8 +22,9 @@ from torch.nn import functional
 from mlp_cli.checkpoint import load_checkpoint, save_checkpoint
 from mlp_cli.config import DEVICE_PATTERN, Config, config_to_dict, config_to_toml, validate_settings
 from mlp_cli.data import SPLITS, DataModule, load_data
-from mlp_cli.errors import CheckpointError, MlpError
+from mlp_cli.errors import CheckpointError, ConfigError, MlpError, TrainingDivergedError, TrainingStoppedError
 from mlp_cli.models import build_model
+from mlp_cli.signals import StopRequest
 
 REPORT_INTERVAL_SECONDS = 0.1  # each report reads the loss back from the device: a few times a second at most
 RUNS_ROOT = Path("runs")
@@ -47,6 +49,7 @@ class TrainingPlan:
     train_samples: int
     test_samples: int
     batch_size: int
+    first_epoch: int  # 1, or later when a run resumes
     num_epochs: int
     run_dir: str
 
@@ -142,17 +145,24 @@ def configure_threads(threads: int) -> int:
     return count
 
 
-def create_run_dir(out: Path | None, impl: str) -> Path:
+def create_run_dir(out: Path | None, impl: str, overwrite: bool = False) -> Path:
     """A new, empty run folder: out if given, else runs/DATE-TIME-IMPL (never an existing run's folder).
 
+    overwrite allows an explicit out that holds a run: its run files are removed first.
+
     Raises:
-        MlpError: out already holds files, or cannot be created.
+        MlpError: out already holds files (and overwrite is off), or cannot be created.
     """
     try:
         if out is not None:
-            if out.exists() and (not out.is_dir() or any(out.iterdir())):
-                raise MlpError(f"--out {out}: already exists and is not empty; runs are never overwritten, "
-                               "choose a new folder")
+            if out.exists() and not out.is_dir():
+                raise MlpError(f"--out {out}: is a file, expected a folder for the run")
+            if out.exists() and any(out.iterdir()):
+                if not overwrite:
+                    raise MlpError(f"--out {out}: already exists and is not empty; runs are never overwritten: "
+                                   "choose a new folder, or pass --overwrite to replace that run")
+                for name in (CONFIG_FILE, METRICS_FILE, LAST_CHECKPOINT, BEST_CHECKPOINT):
+                    (out / name).unlink(missing_ok=True)
             out.mkdir(parents=True, exist_ok=True)
             return out
         stem = f"{datetime.now():%Y%m%d-%H%M%S}-{impl}"
@@ -189,29 +199,74 @@ def evaluate(model: nn.Module, data: DataModule, split: str, config: Config) -> 
     return loss_sum.item() / count, correct.item() / count
 
 
+@dataclass
+class EpochProgress:
+    """The running sums of the epoch in progress: a checkpoint taken mid-epoch keeps them to continue exactly."""
+
+    order_state: torch.Tensor  # the data-order generator's state before this epoch's permutation was drawn
+    batches_done: int
+    samples_done: int
+    loss_sum: torch.Tensor
+    correct: torch.Tensor
+    seconds: float
+
+    @classmethod
+    def start(cls, generator: torch.Generator, device: torch.device) -> "EpochProgress":
+        return cls(generator.get_state(), 0, 0, torch.zeros((), device=device),
+                   torch.zeros((), dtype=torch.long, device=device), 0.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"order_state": self.order_state, "batches_done": self.batches_done,
+                "samples_done": self.samples_done, "loss_sum": self.loss_sum.cpu(),
+                "correct": self.correct.cpu(), "seconds": self.seconds}
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any], device: torch.device) -> "EpochProgress":
+        return cls(saved["order_state"], saved["batches_done"], saved["samples_done"],
+                   saved["loss_sum"].to(device), saved["correct"].to(device), saved["seconds"])
+
+
+def check_finite(loss: torch.Tensor | float, where: str, config: Config, last_good: str) -> None:
+    """Raise TrainingDivergedError if loss is NaN or infinite (a non-finite batch loss poisons the running sum)."""
+    if not math.isfinite(float(loss)):
+        raise TrainingDivergedError(
+            f"the loss became NaN or infinite {where}; stopped, last good checkpoint: {last_good}; "
+            f"try a lower learning rate than --lr {config.lr}")
+
+
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: DataModule, config: Config,
-                generator: torch.Generator, epoch: int, reporter: Reporter) -> tuple[float, float]:
-    """One pass over the shuffled training split; returns its mean loss and accuracy."""
+                generator: torch.Generator, epoch: int, progress: EpochProgress, reporter: Reporter,
+                stop: StopRequest | None = None, last_good: str = "none") -> bool:
+    """Continue the epoch from progress (updated in place); returns False if stopped early by a signal."""
     model.train()
-    loss_sum = torch.zeros((), device=data.train_labels.device)
-    correct = torch.zeros((), dtype=torch.long, device=data.train_labels.device)
-    samples_done, next_report = 0, time.perf_counter() + REPORT_INTERVAL_SECONDS
-    for images, labels in data.batches("train", config.batch_size, generator):
+    generator.set_state(progress.order_state)  # the same permutation again, then skip the batches done
+    started, next_report = time.perf_counter(), time.perf_counter() + REPORT_INTERVAL_SECONDS
+    batches = data.batches("train", config.batch_size, generator, skip=progress.batches_done)
+    for images, labels in batches:
         with precision_context(data, config):
             logits = model(images)  # (n, q)
             loss = functional.cross_entropy(logits, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        # summed on the device and read once per epoch: no host sync per batch
-        loss_sum.add_(loss.detach(), alpha=len(labels))
-        correct.add_((logits.detach().argmax(dim=1) == labels).sum())
-        samples_done += len(labels)
+        # summed on the device and read only when reporting: no host sync per batch
+        progress.loss_sum.add_(loss.detach(), alpha=len(labels))
+        progress.correct.add_((logits.detach().argmax(dim=1) == labels).sum())
+        progress.batches_done += 1
+        progress.samples_done += len(labels)
         if time.perf_counter() >= next_report:
-            reporter.on_batch(BatchProgress(epoch, samples_done, loss.item()))
+            where = f"in epoch {epoch} (detected at batch {progress.batches_done})"
+            check_finite(progress.loss_sum, where, config, last_good)
+            reporter.on_batch(BatchProgress(epoch, progress.samples_done, loss.item()))
             next_report = time.perf_counter() + REPORT_INTERVAL_SECONDS
-    reporter.on_batch(BatchProgress(epoch, samples_done, loss.item()))
-    return loss_sum.item() / samples_done, correct.item() / samples_done
+        if stop is not None and stop.is_requested:
+            progress.seconds += time.perf_counter() - started
+            return False
+    progress.seconds += time.perf_counter() - started
+    check_finite(progress.loss_sum, f"in epoch {epoch} (detected at batch {progress.batches_done})", config,
+                 last_good)
+    reporter.on_batch(BatchProgress(epoch, progress.samples_done, progress.loss_sum.item() / progress.samples_done))
+    return True
 
 
 def derive_seed(seed: int, purpose: str) -> int:
@@ -225,34 +280,75 @@ def derive_seed(seed: int, purpose: str) -> int:
     return int.from_bytes(digest[:8], "big") >> 1  # a non-negative 63-bit integer
 
 
-def fit(model: nn.Module, data: DataModule, config: Config, run_dir: Path,
-        reporter: Reporter = NULL_REPORTER) -> FitResult:
-    """Train model for config.epochs, writing metrics and last/best checkpoints into run_dir."""
+@dataclass
+class RunState:
+    """Where a run stands between batches: what fit() needs to start or continue it."""
+
+    optimizer_state: dict[str, Any] | None
+    history: list[EpochMetrics]
+    progress: dict[str, Any] | None  # EpochProgress.to_dict() of the epoch in progress, None at a boundary
+    order_state: torch.Tensor | None  # the data-order generator at the next epoch boundary
+    torch_rng: torch.Tensor | None
+
+
+FRESH_RUN = RunState(None, [], None, None, None)
+
+
+def make_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, data: DataModule, config: Config,
+                    history: list[EpochMetrics], progress: EpochProgress | None,
+                    generator: torch.Generator) -> dict[str, Any]:
+    """Everything needed to evaluate the model, or to resume the run exactly (plain types and tensors only)."""
+    return {
+        "config": config_to_dict(config),
+        "model": {"num_inputs": data.num_inputs, "num_outputs": data.num_classes,
+                  "class_names": list(data.class_names)},
+        "model_state": model.state_dict(),
+        "optimizer_state": optimizer.state_dict(),
+        "epoch": len(history),
+        "metrics": [dataclasses.asdict(row) for row in history],
+        "progress": None if progress is None else progress.to_dict(),
+        "rng": {"torch": torch.get_rng_state(), "data_order": generator.get_state()},
+    }
+
+
+def fit(model: nn.Module, data: DataModule, config: Config, run_dir: Path, reporter: Reporter = NULL_REPORTER,
+        state: RunState = FRESH_RUN, stop: StopRequest | None = None) -> FitResult:
+    """Train model up to config.epochs, writing metrics and last/best checkpoints into run_dir.
+
+    Raises:
+        TrainingStoppedError: a stop was requested; last.pt holds the run mid-epoch, ready to resume.
+        TrainingDivergedError: the loss became NaN or infinite; nothing was saved after the last good epoch.
+    """
+    device = data.train_labels.device
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr)
     generator = torch.Generator().manual_seed(derive_seed(config.seed, "data-order"))
-    history: list[EpochMetrics] = []
-    best_epoch = 0
-    for epoch in range(1, config.epochs + 1):
-        started = time.perf_counter()
-        train_loss, train_accuracy = train_epoch(model, optimizer, data, config, generator, epoch, reporter)
-        seconds = time.perf_counter() - started
+    if state.optimizer_state is not None:
+        optimizer.load_state_dict(state.optimizer_state)
+        generator.set_state(state.order_state)
+        torch.set_rng_state(state.torch_rng)
+    history = list(state.history)
+    best_epoch = max(history, key=lambda row: row.test_accuracy).epoch if history else 0
+    last_good = str(run_dir / LAST_CHECKPOINT) if history else "none (no epoch finished)"
+    for epoch in range(len(history) + 1, config.epochs + 1):
+        if state.progress is not None and epoch == len(state.history) + 1:
+            progress = EpochProgress.from_dict(state.progress, device)
+        else:
+            progress = EpochProgress.start(generator, device)
+        if not train_epoch(model, optimizer, data, config, generator, epoch, progress, reporter, stop, last_good):
+            path = run_dir / LAST_CHECKPOINT
+            save_checkpoint(make_checkpoint(model, optimizer, data, config, history, progress, generator), path)
+            raise TrainingStoppedError(f"stopped in epoch {epoch} after batch {progress.batches_done}; saved {path}; "
+                                  f"resume with: mlp train --resume {path}", stop.exit_code)
         test_loss, test_accuracy = evaluate(model, data, "test", config)
-        metrics = EpochMetrics(epoch, train_loss, train_accuracy, test_loss, test_accuracy, seconds)
-        history.append(metrics)
-        with open(run_dir / METRICS_FILE, "a") as file:
-            file.write(json.dumps(dataclasses.asdict(metrics)) + "\n")
-        reporter.on_epoch(metrics)
-        checkpoint = {
-            "config": config_to_dict(config),
-            "model": {"num_inputs": data.num_inputs, "num_outputs": data.num_classes,
-                      "class_names": list(data.class_names)},
-            "model_state": model.state_dict(),
-            "optimizer_state": optimizer.state_dict(),
-            "epoch": epoch,
-            "metrics": [dataclasses.asdict(row) for row in history],
-            "rng": {"torch": torch.get_rng_state(), "data_order": generator.get_state()},
-        }
+        check_finite(test_loss, f"on the test split after epoch {epoch}", config, last_good)
+        history.append(EpochMetrics(epoch, progress.loss_sum.item() / progress.samples_done,
+                                    progress.correct.item() / progress.samples_done, test_loss, test_accuracy,
+                                    progress.seconds))
+        write_metrics(run_dir, history)
+        reporter.on_epoch(history[-1])
+        checkpoint = make_checkpoint(model, optimizer, data, config, history, None, generator)
         save_checkpoint(checkpoint, run_dir / LAST_CHECKPOINT)
+        last_good = str(run_dir / LAST_CHECKPOINT)
         reporter.on_checkpoint(run_dir / LAST_CHECKPOINT)
         if best_epoch == 0 or test_accuracy > history[best_epoch - 1].test_accuracy:
             best_epoch = epoch
@@ -261,30 +357,101 @@ def fit(model: nn.Module, data: DataModule, config: Config, run_dir: Path,
     return FitResult(run_dir, history, best_epoch)
 
 
-def train(config: Config, out: Path | None = None, reporter: Reporter = NULL_REPORTER) -> FitResult:
+def write_metrics(run_dir: Path, history: list[EpochMetrics]) -> None:
+    """Rewrite metrics.jsonl from the history, atomically: after a resume it matches the checkpoint exactly."""
+    path = run_dir / METRICS_FILE
+    temporary = path.with_name(f".{path.name}.tmp")
+    try:
+        temporary.write_text("".join(json.dumps(dataclasses.asdict(row)) + "\n" for row in history))
+        os.replace(temporary, path)
+    except OSError as err:
+        temporary.unlink(missing_ok=True)
+        raise MlpError(f"{path}: cannot write metrics ({err.strerror or err})") from err
+
+
+def describe_run(config: Config, model: nn.Module, device: torch.device, threads: int, data: DataModule,
+                 run_dir: Path, first_epoch: int) -> TrainingPlan:
+    return TrainingPlan(
+        impl=config.impl, hidden=config.hidden, num_parameters=sum(p.numel() for p in model.parameters()),
+        device=str(device), threads=threads, precision=config.precision,
+        dataset=config.dataset, data_source=str(data.source),
+        train_samples=len(data.train_labels), test_samples=len(data.test_labels),
+        batch_size=config.batch_size, first_epoch=first_epoch, num_epochs=config.epochs, run_dir=str(run_dir),
+    )
+
+
+def prepare_device(config: Config) -> tuple[torch.device, int]:
+    """The device and thread count for config, set up before any tensor work."""
+    device = resolve_device(config.device)
+    check_precision(device, config.precision)
+    return device, configure_threads(config.threads)
+
+
+def train(config: Config, out: Path | None = None, reporter: Reporter = NULL_REPORTER,
+          stop: StopRequest | None = None, overwrite: bool = False) -> FitResult:
     """Load the data, build the model from config.seed, and fit it in a new run folder.
 
     Raises:
-        MlpError: the device, the data or the run folder is not usable.
+        MlpError: the device, the data or the run folder is not usable; or training stopped early.
     """
-    device = resolve_device(config.device)
-    check_precision(device, config.precision)
-    threads = configure_threads(config.threads)
+    device, threads = prepare_device(config)
     data = load_data(config.dataset, Path(config.data_dir) if config.data_dir else None, device)
     torch.manual_seed(config.seed)
     # built on the CPU so that a seed gives the same initial weights on every device
     model = build_model(config.impl, data.num_inputs, config.hidden, data.num_classes, config.sigma)
     model.to(device)
-    run_dir = create_run_dir(out, config.impl)
+    run_dir = create_run_dir(out, config.impl, overwrite)
     (run_dir / CONFIG_FILE).write_text(config_to_toml(config))
-    reporter.on_start(TrainingPlan(
-        impl=config.impl, hidden=config.hidden, num_parameters=sum(p.numel() for p in model.parameters()),
-        device=str(device), threads=threads, precision=config.precision,
-        dataset=config.dataset, data_source=str(data.source),
-        train_samples=len(data.train_labels), test_samples=len(data.test_labels),
-        batch_size=config.batch_size, num_epochs=config.epochs, run_dir=str(run_dir),
-    ))
-    return fit(model, data, config, run_dir, reporter)
+    reporter.on_start(describe_run(config, model, device, threads, data, run_dir, first_epoch=1))
+    return fit(model, data, config, run_dir, reporter, FRESH_RUN, stop)
+
+
+RESUMABLE_CHANGES = ("epochs", "device", "threads", "data_dir")
+
+
+def resumed_config(saved: Config, overrides: dict[str, Any], path: Path) -> Config:
+    """The saved config with the few settings a resume may change; any other difference is refused.
+
+    Raises:
+        ConfigError: a flag contradicts the checkpoint's setting.
+    """
+    given = {key: value for key, value in overrides.items() if value is not None}
+    sources = {key: f"--{key.replace('_', '-')}" for key in given}
+    requested = validate_settings({**config_to_dict(saved), **given}, sources)
+    for key in given:
+        if key not in RESUMABLE_CHANGES and getattr(requested, key) != getattr(saved, key):
+            allowed = ", ".join(f"--{name.replace('_', '-')}" for name in RESUMABLE_CHANGES)
+            raise ConfigError(f"{sources[key]} {given[key]} conflicts with {path} ({key} = {getattr(saved, key)!r}); "
+                              f"a resumed run keeps its settings, only {allowed} may change")
+    return requested
+
+
+def resume_run(path: Path, overrides: dict[str, Any], reporter: Reporter = NULL_REPORTER,
+           stop: StopRequest | None = None) -> FitResult:
+    """Continue the run that wrote checkpoint path, in its own folder, exactly where it stopped.
+
+    Raises:
+        MlpError: the checkpoint is not resumable, a flag conflicts with it, or there is nothing left to do.
+    """
+    checkpoint = load_checkpoint(path)
+    if "optimizer_state" not in checkpoint or "rng" not in checkpoint:
+        raise CheckpointError(f"{path}: checkpoint has no optimizer or RNG state, so it cannot be resumed")
+    saved, model = restore_model(checkpoint, path)
+    config = resumed_config(saved, overrides, path)
+    epochs_done, progress = checkpoint["epoch"], checkpoint.get("progress")
+    if epochs_done >= config.epochs:
+        raise ConfigError(f"{path}: the run already has {epochs_done} epochs; pass --epochs N with N > "
+                          f"{epochs_done} to train further")
+    device, threads = prepare_device(config)
+    data = load_data(config.dataset, Path(config.data_dir) if config.data_dir else None, device)
+    model.to(device)
+    run_dir = path.parent
+    (run_dir / CONFIG_FILE).write_text(config_to_toml(config))
+    history = [EpochMetrics(**row) for row in checkpoint["metrics"]]
+    state = RunState(checkpoint["optimizer_state"], history, progress, checkpoint["rng"]["data_order"],
+                     checkpoint["rng"]["torch"])
+    reporter.on_start(describe_run(config, model, device, threads, data, run_dir, first_epoch=epochs_done + 1))
+    return fit(model, data, config, run_dir, reporter, state, stop)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,303 @@
+"""Never lose a run: exact resume, atomic checkpoints, signals, divergence, safe loading, bad settings."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import write_dataset
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from mlp_cli import checkpoint as checkpoint_module
+from mlp_cli.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
+from mlp_cli.cli import app
+from mlp_cli.config import FIELD_TYPES, load_config, validate_settings
+from mlp_cli.data import DATASETS, find_dataset_dir
+from mlp_cli.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    MlpError,
+    TrainingDivergedError,
+    TrainingStoppedError,
+)
+from mlp_cli.signals import StopRequest
+from mlp_cli.training import resume_run, train
+
+runner = CliRunner()
+
+
+def small_config(data_dir: Path, **changes: object):
+    settings = {"data_dir": str(data_dir), "hidden": (32,), "batch_size": 16, "epochs": 5, "device": "cpu",
+                "threads": 1}
+    return load_config(None, {**settings, **changes})
+
+
+def final_state(run_dir: Path) -> tuple[dict, list[dict]]:
+    """The last checkpoint's weights and the metrics rows without their wall-clock seconds."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    for row in rows:
+        row.pop("seconds")
+    return load_checkpoint(run_dir / "last.pt")["model_state"], rows
+
+
+def assert_same_run(first: Path, second: Path) -> None:
+    first_weights, first_rows = final_state(first)
+    second_weights, second_rows = final_state(second)
+    assert first_weights.keys() == second_weights.keys()
+    assert all(torch.equal(first_weights[key], second_weights[key]) for key in first_weights)
+    assert first_rows == second_rows
+
+
+class StopAfter(StopRequest):
+    """A stop request that arrives, as SIGINT would, after a given number of batches."""
+
+    def __init__(self, batches: int):
+        super().__init__()
+        self.batches_left = batches
+
+    @property
+    def is_requested(self) -> bool:
+        self.batches_left -= 1
+        if self.batches_left <= 0:
+            self.signal_number = signal.SIGINT
+        return self.signal_number is not None
+
+
+@pytest.mark.parametrize("impl", ["scratch", "concise"])
+def test_resuming_after_three_epochs_equals_an_uninterrupted_five_epoch_run(data_dir: Path, impl: str) -> None:
+    train(small_config(data_dir, impl=impl, epochs=3), Path("interrupted"))
+    resumed = resume_run(Path("interrupted/last.pt"), {"epochs": 5})
+    train(small_config(data_dir, impl=impl, epochs=5), Path("straight"))
+    assert resumed.run_dir == Path("interrupted")
+    assert [row.epoch for row in resumed.history] == [1, 2, 3, 4, 5]
+    assert_same_run(Path("interrupted"), Path("straight"))
+
+
+def test_a_run_stopped_mid_epoch_resumes_as_if_never_stopped(data_dir: Path) -> None:
+    # 96 training images in batches of 16: 6 batches per epoch; stop in epoch 2 after its 3rd batch
+    with pytest.raises(TrainingStoppedError, match=r"stopped in epoch 2 after batch 3; saved stopped/last\.pt"):
+        train(small_config(data_dir, epochs=4), Path("stopped"), stop=StopAfter(9))
+    saved = load_checkpoint(Path("stopped/last.pt"))
+    assert saved["epoch"] == 1 and saved["progress"]["batches_done"] == 3
+    resume_run(Path("stopped/last.pt"), {})
+    train(small_config(data_dir, epochs=4), Path("straight"))
+    assert_same_run(Path("stopped"), Path("straight"))
+
+
+@pytest.mark.parametrize(("flag", "value"), [("impl", "concise"), ("hidden", "64"), ("lr", 0.5)])
+def test_resuming_with_a_conflicting_setting_is_refused(data_dir: Path, flag: str, value: object) -> None:
+    train(small_config(data_dir, epochs=1), Path("run"))
+    with pytest.raises(ConfigError, match=rf"--{flag} .* conflicts with run/last\.pt .* only --epochs"):
+        resume_run(Path("run/last.pt"), {flag: value, "epochs": 2})
+
+
+def test_resuming_a_finished_run_asks_for_more_epochs(data_dir: Path) -> None:
+    train(small_config(data_dir, epochs=2), Path("run"))
+    with pytest.raises(ConfigError, match=r"already has 2 epochs; pass --epochs N with N > 2"):
+        resume_run(Path("run/last.pt"), {})
+
+
+def test_resume_from_the_command_line_appends_to_the_same_run(data_dir: Path) -> None:
+    common = ["--data-dir", str(data_dir), "--hidden", "16", "--batch-size", "16", "--threads", "1"]
+    assert runner.invoke(app, ["train", *common, "--epochs", "1", "--out", "run"]).exit_code == 0
+    result = runner.invoke(app, ["train", "--resume", "run/last.pt", "--epochs", "3"])
+    assert result.exit_code == 0, result.output
+    assert len(Path("run/metrics.jsonl").read_text().splitlines()) == 3
+    assert load_checkpoint(Path("run/last.pt"))["epoch"] == 3
+    refused = runner.invoke(app, ["train", "--resume", "run/last.pt", "--epochs", "4", "--out", "elsewhere"])
+    assert refused.exit_code == 1 and "leave out --config and --out" in refused.stderr
+
+
+def test_a_save_that_fails_midway_leaves_the_previous_checkpoint_intact(
+        data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    train(small_config(data_dir, epochs=1), Path("run"))
+    before = Path("run/last.pt").read_bytes()
+
+    def save_half_then_fail(obj: object, file) -> None:
+        file.write(before[: len(before) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", save_half_then_fail)
+    with pytest.raises(CheckpointError, match=r"run/last\.pt: cannot save checkpoint \(No space left on device\)"):
+        save_checkpoint({"epoch": 2}, Path("run/last.pt"))
+    assert Path("run/last.pt").read_bytes() == before
+    assert load_checkpoint(Path("run/last.pt"))["epoch"] == 1
+    assert sorted(path.name for path in Path("run").iterdir()) == ["best.pt", "config.toml", "last.pt",
+                                                                   "metrics.jsonl"]
+
+
+def test_a_save_refused_by_the_file_system_is_a_clear_error(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    train(small_config(data_dir, epochs=1), Path("run"))
+    before = Path("run/last.pt").read_bytes()
+
+    def refuse(source: object, target: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(checkpoint_module.os, "replace", refuse)
+    with pytest.raises(CheckpointError, match="Permission denied"):
+        save_checkpoint({"epoch": 2}, Path("run/last.pt"))
+    assert Path("run/last.pt").read_bytes() == before
+    assert not list(Path("run").glob(".*tmp"))
+
+
+def test_a_huge_learning_rate_stops_at_once_naming_epoch_and_batch(data_dir: Path) -> None:
+    with pytest.raises(TrainingDivergedError, match=r"NaN or infinite in epoch 1 \(detected at batch \d+\).*"
+                                                    r"try a lower learning rate than --lr 1e\+30"):
+        train(small_config(data_dir, lr=1e30), Path("run"))
+    assert not Path("run/last.pt").exists()
+
+
+def test_divergence_keeps_the_last_good_checkpoint(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlp_cli import training
+
+    real_step = torch.optim.SGD.step
+    steps = {"count": 0}
+
+    def step_then_poison(self, closure=None):
+        steps["count"] += 1
+        real_step(self, closure)
+        if steps["count"] == 8:  # in epoch 2 (6 batches per epoch)
+            with torch.no_grad():
+                self.param_groups[0]["params"][0].fill_(float("inf"))
+
+    monkeypatch.setattr(torch.optim.SGD, "step", step_then_poison)
+    with pytest.raises(TrainingDivergedError, match=r"in epoch 2 .* last good checkpoint: run/last\.pt"):
+        training.train(small_config(data_dir, epochs=3), Path("run"))
+    assert load_checkpoint(Path("run/last.pt"))["epoch"] == 1
+    assert len(Path("run/metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_divergence_from_the_command_line_is_a_one_line_error(data_dir: Path) -> None:
+    result = runner.invoke(app, ["train", "--data-dir", str(data_dir), "--lr", "1e30", "--threads", "1"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "lower learning rate" in errors[0]
+    assert result.stderr.rstrip().endswith(errors[0])
+
+
+def test_a_checkpoint_from_a_newer_mlp_is_refused(tmp_path: Path) -> None:
+    torch.save({"format": "mlp-checkpoint", "format_version": FORMAT_VERSION + 1}, tmp_path / "future.pt")
+    with pytest.raises(CheckpointError, match=r"format 2 is newer than this mlp reads \(1\); upgrade mlp"):
+        load_checkpoint(tmp_path / "future.pt")
+
+
+def test_an_explicit_out_holding_a_run_needs_overwrite(data_dir: Path) -> None:
+    train(small_config(data_dir, epochs=1), Path("run"))
+    with pytest.raises(MlpError, match="pass --overwrite"):
+        train(small_config(data_dir, epochs=2), Path("run"))
+    train(small_config(data_dir, epochs=2), Path("run"), overwrite=True)
+    assert load_checkpoint(Path("run/last.pt"))["epoch"] == 2
+    assert len(Path("run/metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_a_download_cut_off_halfway_leaves_nothing_a_later_run_would_trust(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def partial_fetch(spec: object, root: Path) -> None:
+        write_dataset(root / "FashionMNIST" / "raw", compress=True)
+        path = root / "FashionMNIST" / "raw" / "train-images-idx3-ubyte.gz"
+        path.write_bytes(path.read_bytes()[:100])
+        raise OSError("connection reset by peer")
+
+    monkeypatch.setattr("mlp_cli.data.fetch_with_torchvision", partial_fetch)
+    spec = DATASETS["fashion-mnist"]
+    with pytest.raises(DataError, match="the download failed"):
+        find_dataset_dir(spec, None, tmp_path / "cache", [], download=True)
+    with pytest.raises(DataError, match="not found"):
+        find_dataset_dir(spec, None, tmp_path / "cache", [], download=False)
+
+
+def test_a_corrupt_download_is_not_published(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def corrupt_fetch(spec: object, root: Path) -> None:
+        raw = write_dataset(root / "FashionMNIST" / "raw")
+        (raw / "t10k-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x05\x01")
+
+    monkeypatch.setattr("mlp_cli.data.fetch_with_torchvision", corrupt_fetch)
+    with pytest.raises(DataError, match="download failed"):
+        find_dataset_dir(DATASETS["fashion-mnist"], None, tmp_path / "cache", [], download=True)
+    assert not (tmp_path / "cache" / "FashionMNIST").exists()
+
+
+def start_training(data_dir: Path, out: Path) -> subprocess.Popen:
+    command = [sys.executable, "-m", "mlp_cli", "train", "--data-dir", str(data_dir), "--hidden", "16",
+               "--batch-size", "4", "--epochs", "100000", "--threads", "1", "--out", str(out)]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize(("signal_number", "exit_code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_saves_a_resumable_checkpoint_and_exits_with_the_shell_code(
+        tmp_path: Path, signal_number: int, exit_code: int) -> None:
+    data_dir = write_dataset(tmp_path / "data")
+    process = start_training(data_dir, tmp_path / "run")
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "run" / "last.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    process.send_signal(signal_number)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == exit_code, stderr
+    assert "Traceback" not in stderr
+    assert f"resume with: mlp train --resume {tmp_path / 'run' / 'last.pt'}" in stderr
+    saved = load_checkpoint(tmp_path / "run" / "last.pt")
+    more = str(saved["epoch"] + 1)
+    resumed = runner.invoke(app, ["train", "--resume", str(tmp_path / "run" / "last.pt"), "--epochs", more])
+    assert resumed.exit_code == 0, resumed.output
+
+
+SETTING_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-10**20, 10**20), st.floats(allow_nan=True),
+                           st.text(max_size=20), st.lists(st.integers(-5, 5), max_size=3), st.dictionaries(
+                               st.text(max_size=5), st.integers(), max_size=2))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from([*FIELD_TYPES, "dropout", "learning_rate"]), SETTING_VALUES, max_size=6))
+def test_any_settings_give_a_config_or_a_config_error(values: dict) -> None:
+    try:
+        validate_settings(values)
+    except ConfigError as err:
+        assert "\n" not in str(err)
+
+
+FLAG_VALUES = {
+    "--impl": st.sampled_from(["scratch", "concise", "Scratch", "", "mlp"]),
+    "--hidden": st.one_of(st.lists(st.integers(-2, 12), min_size=0, max_size=3).map(
+        lambda sizes: ",".join(map(str, sizes))), st.text(max_size=6)),
+    "--lr": st.one_of(st.sampled_from(["nan", "inf", "-1", "0", "1e-3", "abc", "1e400"]),
+                      st.floats(-10, 10).map(str)),
+    "--batch-size": st.one_of(st.integers(-3, 40).map(str), st.text(max_size=4)),
+    "--sigma": st.one_of(st.floats(-1, 1).map(str), st.sampled_from(["nan", "-inf", "x"])),
+    "--seed": st.one_of(st.integers(-5, 2**64).map(str), st.text(max_size=3)),
+    "--device": st.sampled_from(["cpu", "auto", "tpu", "cuda:x", ""]),
+    "--precision": st.sampled_from(["fp32", "bf16", "fp16", ""]),
+}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.dictionaries(st.sampled_from(list(FLAG_VALUES)), st.none(), max_size=4).flatmap(
+    lambda chosen: st.fixed_dictionaries({flag: FLAG_VALUES[flag] for flag in chosen})))
+def test_any_train_flags_give_a_clean_run_or_a_clean_error(tmp_path_factory: pytest.TempPathFactory,
+                                                            flags: dict) -> None:
+    data_dir = write_dataset(tmp_path_factory.mktemp("data"))
+    argv = ["train", "--data-dir", str(data_dir), "--epochs", "1", "--threads", "1",
+            "--out", str(tmp_path_factory.mktemp("run"))]
+    for flag, value in flags.items():
+        argv += [flag, value]
+    result = runner.invoke(app, argv)
+    assert result.exit_code in (0, 1, 2), result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    if result.exit_code == 1:
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and result.stderr.rstrip().endswith(errors[0])
+
+
+def test_checkpoints_in_a_run_folder_are_never_left_half_written(data_dir: Path) -> None:
+    train(small_config(data_dir, epochs=2), Path("run"))
+    assert not [path for path in Path("run").iterdir() if path.name.startswith(".")]
+    assert os.path.getsize("run/last.pt") > 0
