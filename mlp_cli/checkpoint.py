@@ -3,7 +3,6 @@
 import os
 import pickle
 import re
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -53,10 +52,12 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         why = (f"it refers to {blocked.group(1)}, which could run code" if blocked
                else "it is corrupt, or holds more than tensors and plain values")
         raise CheckpointError(f"{path}: refused to load, not a safe mlp checkpoint ({why})") from err
-    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as err:
-        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or not a torch file)") from err
     except OSError as err:
         raise CheckpointError(f"{path}: cannot read ({err.strerror or err})") from err
+    except Exception as err:
+        # on damaged bytes the unpickler fails in many ways (RuntimeError, EOFError, IndexError, KeyError,
+        # UnicodeDecodeError, BadZipFile, ... all seen with random files): every one means "not readable"
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or not a torch file)") from err
     check_checkpoint(path, checkpoint)
     return checkpoint
 

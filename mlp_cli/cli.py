@@ -139,7 +139,10 @@ def eval_command(
         return
     table = Table(title=f"mlp eval {checkpoint}", show_header=False, title_justify="left")
     recorded = "" if result.recorded_accuracy is None else f" (during training: {result.recorded_accuracy:.4f})"
-    for name, value in (("epoch", str(result.epoch)), ("split", result.split), ("loss", f"{result.loss:.4f}"),
+    epoch = str(result.epoch)
+    if result.stopped_after_batch is not None:
+        epoch += f" (stopped {result.stopped_after_batch} batches into epoch {result.epoch + 1})"
+    for name, value in (("epoch", epoch), ("split", result.split), ("loss", f"{result.loss:.4f}"),
                         ("accuracy", f"{result.accuracy:.4f}{recorded}")):
         table.add_row(name, value)
     stdout.print(table)

@@ -464,6 +464,7 @@ class Evaluation:
     loss: float
     accuracy: float
     recorded_accuracy: float | None  # the test accuracy logged for this epoch during training
+    stopped_after_batch: int | None  # set when the run was stopped mid-epoch: batches into the next epoch
 
 
 def restore_model(checkpoint: dict[str, Any], path: Path) -> tuple[Config, nn.Module]:
@@ -501,7 +502,9 @@ def evaluate_checkpoint(path: Path, split: str = "test", data_dir: Path | None =
         raise MlpError(f"{data.source}: images have {data.num_inputs} pixels, the model expects "
                        f"{checkpoint['model']['num_inputs']}")
     loss, accuracy = evaluate(model.to(torch_device), data, split, config)
-    epoch = checkpoint["epoch"]
+    epoch, progress = checkpoint["epoch"], checkpoint.get("progress")
+    stopped_after_batch = progress["batches_done"] if progress else None
     rows = [row for row in checkpoint["metrics"] if row.get("epoch") == epoch]
-    recorded = rows[0]["test_accuracy"] if rows and split == "test" else None
-    return Evaluation(str(path), epoch, split, loss, accuracy, recorded)
+    # weights saved mid-epoch (after a Ctrl-C) are not the ones whose accuracy was recorded
+    recorded = rows[0]["test_accuracy"] if rows and split == "test" and progress is None else None
+    return Evaluation(str(path), epoch, split, loss, accuracy, recorded, stopped_after_batch)

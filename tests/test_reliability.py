@@ -87,6 +87,8 @@ def test_a_run_stopped_mid_epoch_resumes_as_if_never_stopped(data_dir: Path) -> 
         train(small_config(data_dir, epochs=4), Path("stopped"), stop=StopAfter(9))
     saved = load_checkpoint(Path("stopped/last.pt"))
     assert saved["epoch"] == 1 and saved["progress"]["batches_done"] == 3
+    report = json.loads(runner.invoke(app, ["eval", "stopped/last.pt", "--json"]).stdout)
+    assert report["stopped_after_batch"] == 3 and report["recorded_accuracy"] is None
     resume_run(Path("stopped/last.pt"), {})
     train(small_config(data_dir, epochs=4), Path("straight"))
     assert_same_run(Path("stopped"), Path("straight"))
@@ -181,6 +183,15 @@ def test_divergence_from_the_command_line_is_a_one_line_error(data_dir: Path) ->
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "lower learning rate" in errors[0]
     assert result.stderr.rstrip().endswith(errors[0])
+
+
+def test_damaged_checkpoint_bytes_always_give_a_checkpoint_error(tmp_path: Path) -> None:
+    generator = torch.Generator().manual_seed(0)
+    path = tmp_path / "damaged.pt"
+    for size in (1, 2, 7, 64, 2048) * 40:
+        path.write_bytes(torch.randint(0, 256, (size,), generator=generator, dtype=torch.uint8).numpy().tobytes())
+        with pytest.raises(CheckpointError, match=r"damaged\.pt"):
+            load_checkpoint(path)
 
 
 def test_a_checkpoint_from_a_newer_mlp_is_refused(tmp_path: Path) -> None:
