@@ -12,10 +12,32 @@ def relu(X: torch.Tensor) -> torch.Tensor:
     return torch.max(X, a)
 
 
-ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+def sigmoid(X: torch.Tensor) -> torch.Tensor:
+    """sigmoid(x) = 1 / (1 + exp(-x)) (D2L 5.1.2.2), from exp(-|x|) so that neither branch can overflow."""
+    z = torch.exp(-torch.abs(X))
+    return torch.where(X >= 0, 1 / (1 + z), z / (1 + z))
+
+
+def tanh(X: torch.Tensor) -> torch.Tensor:
+    """tanh(x) = (1 - exp(-2x)) / (1 + exp(-2x)) = 2 sigmoid(2x) - 1 (D2L 5.1.2.3)."""
+    return 2 * sigmoid(2 * X) - 1
+
+
+def identity(X: torch.Tensor) -> torch.Tensor:
+    """No nonlinearity: an MLP with it collapses to one affine map (D2L 5.1.1.2)."""
+    return X
+
+
+# the hidden-layer activations of the scratch model, each written out by hand
+HIDDEN_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu": relu,
-    "sigmoid": torch.sigmoid,
-    "tanh": torch.tanh,
+    "sigmoid": sigmoid,
+    "tanh": tanh,
+    "identity": identity,
+}
+
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    **HIDDEN_ACTIVATIONS,
     "leaky-relu": functional.leaky_relu,
     "elu": functional.elu,
     "gelu": functional.gelu,

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mlp_cli.config import DATASETS, IMPLS, Config, load_config
+from mlp_cli.config import ACTIVATIONS, DATASETS, IMPLS, OPTIMIZERS, Config, load_config
 from mlp_cli.errors import MlpError
 
 DEFAULTS = Config()
@@ -67,9 +67,13 @@ def train_command(
         help=f"Data set: {' or '.join(DATASETS)}.", show_default=default("dataset"))] = None,
     hidden: Annotated[str | None, typer.Option(
         help="Hidden layer sizes, e.g. 256 or 256,128.", show_default=default("hidden"))] = None,
+    activation: Annotated[str | None, typer.Option(
+        help=f"Hidden-layer nonlinearity: {', '.join(ACTIVATIONS)}.", show_default=default("activation"))] = None,
     sigma: Annotated[float | None, typer.Option(
         help="Std of the scratch model's initial weights.", show_default=default("sigma"))] = None,
-    lr: Annotated[float | None, typer.Option(help="SGD learning rate.", show_default=default("lr"))] = None,
+    optimizer: Annotated[str | None, typer.Option(
+        help=f"{' or '.join(OPTIMIZERS)}.", show_default=default("optimizer"))] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate.", show_default=default("lr"))] = None,
     batch_size: Annotated[int | None, typer.Option(help="Minibatch size.", show_default=default("batch_size"))] = None,
     epochs: Annotated[int | None, typer.Option(
         help="Passes over the training set.", show_default=default("epochs"))] = None,
@@ -97,7 +101,8 @@ def train_command(
     Ctrl-C or SIGTERM stops at the next batch, saves last.pt and prints how to resume (exit 130 or 143).
     """
     flags = {
-        "impl": impl, "dataset": dataset, "hidden": hidden, "sigma": sigma, "lr": lr, "batch_size": batch_size,
+        "impl": impl, "dataset": dataset, "hidden": hidden, "activation": activation, "sigma": sigma,
+        "optimizer": optimizer, "lr": lr, "batch_size": batch_size,
         "epochs": epochs, "seed": seed, "device": device, "threads": threads, "precision": precision,
         "data_dir": str(data_dir) if data_dir else None,
     }

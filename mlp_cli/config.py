@@ -17,6 +17,8 @@ from mlp_cli.errors import ConfigError
 IMPLS = ("scratch", "concise")
 DATASETS = ("fashion-mnist", "mnist")
 PRECISIONS = ("fp32", "bf16")
+ACTIVATIONS = ("relu", "sigmoid", "tanh", "identity")  # hidden-layer nonlinearities both models implement
+OPTIMIZERS = ("sgd", "adam")
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 MAX_SEED = 2**63 - 1
 
@@ -29,7 +31,9 @@ class Config:
     dataset: str = "fashion-mnist"
     data_dir: str | None = None  # a folder with the four IDX files; None searches the usual places
     hidden: tuple[int, ...] = (256,)  # one entry per hidden layer: H1, H2, ...
+    activation: str = "relu"  # of the hidden layers; identity shows the collapse to one affine map
     sigma: float = 0.01  # std of the scratch model's normal weight init (concise keeps torch's init)
+    optimizer: str = "sgd"  # minibatch SGD as in the book, or adam
     lr: float = 0.1
     batch_size: int = 256
     epochs: int = 10
@@ -47,6 +51,8 @@ RANGE_CHECKS: dict[str, typing.Callable[[Any], str | None]] = {
     "dataset": lambda v: None if v in DATASETS else f"one of {', '.join(DATASETS)}",
     "data_dir": lambda v: None if v is None or v.strip() else "a folder path",
     "hidden": lambda v: None if v and all(size >= 1 for size in v) else "one or more sizes >= 1",
+    "activation": lambda v: None if v in ACTIVATIONS else f"one of {', '.join(ACTIVATIONS)}",
+    "optimizer": lambda v: None if v in OPTIMIZERS else f"one of {', '.join(OPTIMIZERS)}",
     "sigma": lambda v: None if math.isfinite(v) and v > 0 else "a finite number > 0",
     "lr": lambda v: None if math.isfinite(v) and v > 0 else "a finite number > 0",
     "batch_size": lambda v: None if v >= 1 else "an integer >= 1",

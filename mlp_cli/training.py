@@ -294,6 +294,13 @@ class RunState:
 FRESH_RUN = RunState(None, [], None, None, None)
 
 
+def make_optimizer(model: nn.Module, config: Config) -> torch.optim.Optimizer:
+    """Minibatch SGD as in the book, or Adam (the Flux example's choice)."""
+    if config.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=config.lr)
+    return torch.optim.SGD(model.parameters(), lr=config.lr)
+
+
 def make_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, data: DataModule, config: Config,
                     history: list[EpochMetrics], progress: EpochProgress | None,
                     generator: torch.Generator) -> dict[str, Any]:
@@ -320,7 +327,7 @@ def fit(model: nn.Module, data: DataModule, config: Config, run_dir: Path, repor
         TrainingDivergedError: the loss became NaN or infinite; nothing was saved after the last good epoch.
     """
     device = data.train_labels.device
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr)
+    optimizer = make_optimizer(model, config)
     generator = torch.Generator().manual_seed(derive_seed(config.seed, "data-order"))
     if state.optimizer_state is not None:
         optimizer.load_state_dict(state.optimizer_state)
@@ -398,7 +405,8 @@ def train(config: Config, out: Path | None = None, reporter: Reporter = NULL_REP
     data = load_data(config.dataset, Path(config.data_dir) if config.data_dir else None, device)
     torch.manual_seed(config.seed)
     # built on the CPU so that a seed gives the same initial weights on every device
-    model = build_model(config.impl, data.num_inputs, config.hidden, data.num_classes, config.sigma)
+    model = build_model(config.impl, data.num_inputs, config.hidden, data.num_classes, config.sigma,
+                        config.activation)
     model.to(device)
     run_dir = create_run_dir(out, config.impl, overwrite)
     (run_dir / CONFIG_FILE).write_text(config_to_toml(config))
@@ -476,7 +484,8 @@ def restore_model(checkpoint: dict[str, Any], path: Path) -> tuple[Config, nn.Mo
     try:
         config = validate_settings(checkpoint["config"])
         shape = checkpoint["model"]
-        model = build_model(config.impl, shape["num_inputs"], config.hidden, shape["num_outputs"], config.sigma)
+        model = build_model(config.impl, shape["num_inputs"], config.hidden, shape["num_outputs"], config.sigma,
+                            config.activation)
         model.load_state_dict(checkpoint["model_state"])
     except (MlpError, KeyError, TypeError, RuntimeError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

@@ -232,3 +232,12 @@ def test_help_screens_do_not_import_torch(argv: list[str]) -> None:
 def test_unknown_precision_and_negative_threads_are_one_line_errors(data_dir: Path) -> None:
     assert_one_line_error(invoke("train", "--data-dir", data_dir, "--precision", "fp8"), "--precision", "fp32, bf16")
     assert_one_line_error(invoke("train", "--data-dir", data_dir, "--threads", "-1"), "--threads", ">= 0")
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in (Path(__file__).parent.parent / "configs").glob("*.toml")))
+def test_every_shipped_config_trains_for_an_epoch(data_dir: Path, config: str) -> None:
+    path = Path(__file__).parent.parent / "configs" / config
+    result = invoke("train", "--config", path, "--epochs", "1", "--data-dir", data_dir, "--threads", "1",
+                    "--out", "run")
+    assert result.exit_code == 0, result.output
+    assert json.loads(Path("run/metrics.jsonl").read_text())["epoch"] == 1

@@ -107,3 +107,40 @@ def test_the_same_seed_builds_the_same_model() -> None:
         torch.manual_seed(7)
         second = build_model(impl, 784, [16], 10, sigma=0.01).state_dict()
         assert all(torch.equal(first[key], second[key]) for key in first)
+
+
+@pytest.mark.parametrize(("name", "reference"), [("sigmoid", torch.sigmoid), ("tanh", torch.tanh)])
+def test_hand_written_activations_match_torch_even_at_extreme_inputs(name: str, reference) -> None:
+    from mlp_cli.activations import HIDDEN_ACTIVATIONS
+
+    X = torch.cat([torch.linspace(-100, 100, 2001), torch.tensor([-1e4, 1e4])]).requires_grad_(True)
+    ours = HIDDEN_ACTIVATIONS[name](X)
+    (ours_grad,) = torch.autograd.grad(ours.sum(), X)
+    expected = reference(X)
+    (expected_grad,) = torch.autograd.grad(expected.sum(), X)
+    torch.testing.assert_close(ours, expected, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(ours_grad, expected_grad, rtol=1e-5, atol=1e-6)
+    assert torch.isfinite(ours_grad).all()
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "identity"])
+def test_scratch_and_concise_agree_for_every_activation(activation: str) -> None:
+    torch.manual_seed(0)
+    scratch = build_model("scratch", 784, [64], 10, 0.01, activation)
+    concise = build_model("concise", 784, [64], 10, 0.01, activation)
+    copy_scratch_into_concise(scratch, concise)
+    images = torch.rand(16, 1, 28, 28)
+    torch.testing.assert_close(scratch(images), concise(images), rtol=0, atol=1e-6)
+
+
+def test_without_a_nonlinearity_the_mlp_is_one_affine_map() -> None:
+    """D2L 5.1.1.2: O = (X W1 + b1) W2 + b2 = X W + b with W = W1 W2 and b = b1 W2 + b2."""
+    torch.manual_seed(0)
+    model = build_model("scratch", 784, [32], 10, 0.5, "identity")
+    with torch.no_grad():
+        model.b1.normal_()
+        model.b2.normal_()
+    W = model.W1 @ model.W2
+    b = model.b1 @ model.W2 + model.b2
+    X = torch.rand(50, 784)
+    torch.testing.assert_close(model(X), X @ W + b, rtol=1e-4, atol=1e-4)

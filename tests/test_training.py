@@ -188,3 +188,30 @@ def test_bf16_precision_trains_under_autocast_and_is_recorded(data_dir: Path) ->
     result = train(small_config(data_dir, precision="bf16", lr=0.5, epochs=6), Path("run"))
     assert load_config(result.run_dir / "config.toml").precision == "bf16"
     assert result.history[-1].train_loss < result.history[0].train_loss
+
+
+def test_a_trained_identity_network_equals_the_single_affine_map(data_dir: Path) -> None:
+    for impl in ("scratch", "concise"):
+        result = train(small_config(data_dir, impl=impl, activation="identity", epochs=2), Path(f"run-{impl}"))
+        _, model = restore_model(load_checkpoint(result.run_dir / "last.pt"), result.run_dir / "last.pt")
+        state = model.state_dict()
+        if impl == "scratch":
+            W1, b1, W2, b2 = state["W1"], state["b1"], state["W2"], state["b2"]
+        else:
+            W1, b1, W2, b2 = state["1.weight"].T, state["1.bias"], state["3.weight"].T, state["3.bias"]
+        W, b = W1 @ W2, b1 @ W2 + b2  # (784, 10), (10,)
+        X = torch.randn(64, 784) * 3
+        with torch.no_grad():
+            torch.testing.assert_close(model(X), X @ W + b, rtol=1e-4, atol=1e-4)
+
+
+def test_adam_trains_and_resumes_exactly(data_dir: Path) -> None:
+    from mlp_cli.training import resume_run
+
+    train(small_config(data_dir, optimizer="adam", lr=1e-3, epochs=2), Path("a"))
+    resume_run(Path("a/last.pt"), {"epochs": 4})
+    straight = train(small_config(data_dir, optimizer="adam", lr=1e-3, epochs=4), Path("b"))
+    a, b = load_checkpoint(Path("a/last.pt")), load_checkpoint(Path("b/last.pt"))
+    assert all(torch.equal(a["model_state"][key], b["model_state"][key]) for key in a["model_state"])
+    assert "exp_avg" in a["optimizer_state"]["state"][0]
+    assert straight.history[-1].train_loss < straight.history[0].train_loss

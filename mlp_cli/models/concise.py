@@ -4,16 +4,20 @@ from collections.abc import Sequence
 
 from torch import nn
 
+ACTIVATION_MODULES: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "identity": nn.Identity,
+}
+
 
 class MLPConcise(nn.Sequential):
-    """Flatten, then (LazyLinear, ReLU) per hidden layer, then a LazyLinear to the outputs.
+    """Flatten, then (LazyLinear, activation) per hidden layer, then a LazyLinear to the outputs.
 
     LazyLinear infers its input width at the first forward, as in the book; build_model runs that forward.
     """
 
-    def __init__(self, num_hiddens: Sequence[int], num_outputs: int):
+    def __init__(self, num_hiddens: Sequence[int], num_outputs: int, activation: str = "relu"):
         layers: list[nn.Module] = [nn.Flatten()]
         for width in num_hiddens:
-            layers += [nn.LazyLinear(width), nn.ReLU()]
+            layers += [nn.LazyLinear(width), ACTIVATION_MODULES[activation]()]
         layers.append(nn.LazyLinear(num_outputs))
         super().__init__(*layers)

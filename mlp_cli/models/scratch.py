@@ -6,18 +6,20 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from mlp_cli.activations import relu
+from mlp_cli.activations import HIDDEN_ACTIVATIONS
 
 
 class MLPScratch(nn.Module):
-    """H1 = ReLU(X W1 + b1), H2 = ReLU(H1 W2 + b2), ..., O = H_L W_{L+1} + b_{L+1} (D2L 5.1, 5.2.1).
+    """H1 = sigma(X W1 + b1), H2 = sigma(H1 W2 + b2), ..., O = H_L W_{L+1} + b_{L+1} (D2L 5.1, 5.2.1).
 
-    With one hidden layer this is exactly the book's model: H = ReLU(X W1 + b1), O = H W2 + b2.
+    With one hidden layer and ReLU this is exactly the book's model: H = ReLU(X W1 + b1), O = H W2 + b2.
     """
 
-    def __init__(self, num_inputs: int, num_hiddens: Sequence[int], num_outputs: int, sigma: float):
+    def __init__(self, num_inputs: int, num_hiddens: Sequence[int], num_outputs: int, sigma: float,
+                 activation: str = "relu"):
         super().__init__()
         self.num_inputs = num_inputs
+        self.activation = HIDDEN_ACTIVATIONS[activation]
         self.num_layers = len(num_hiddens) + 1
         widths = [num_inputs, *num_hiddens, num_outputs]
         # registered in a fixed order W1, b1, W2, b2, ...: the names are checkpoint keys, the order is the
@@ -31,7 +33,7 @@ class MLPScratch(nn.Module):
         H = X
         for layer in range(1, self.num_layers):
             W, b = getattr(self, f"W{layer}"), getattr(self, f"b{layer}")
-            H = relu(H @ W + b)  # (n, h_layer)
+            H = self.activation(H @ W + b)  # (n, h_layer)
         W, b = getattr(self, f"W{self.num_layers}"), getattr(self, f"b{self.num_layers}")
         O = H @ W + b  # (n, q)
         return O
