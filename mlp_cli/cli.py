@@ -22,13 +22,31 @@ X_START, X_STOP, X_STEP = -8.0, 8.0, 0.1  # D2L 5.1.2: x = -8.0, -7.9, ..., 7.9
 
 app = typer.Typer(
     name="mlp",
-    help="Train, evaluate and explain multilayer perceptrons (Dive into Deep Learning, chapter 5).",
-    add_completion=False,
+    add_completion=True,
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
 stdout = Console(highlight=False)
 stderr = Console(stderr=True, highlight=False)
+
+
+def show_version(is_requested: bool) -> None:
+    if is_requested:
+        from mlp_cli import __version__
+
+        print(f"mlp {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option("--version", callback=show_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Train, evaluate and explain multilayer perceptrons (Dive into Deep Learning, chapter 5).
+
+    Exit codes: 0 ok, 1 failure (one line on stderr), 2 usage error, 130/143 interrupted (run saved).
+    """
 
 
 def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -92,6 +110,7 @@ def train_command(
     out: Annotated[Path | None, typer.Option(
         help="Run folder to create (must be new or empty).", show_default="runs/DATE-TIME-IMPL")] = None,
     overwrite: Annotated[bool, typer.Option(help="Allow --out to name a folder that holds a run: replace it.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display; only the result.")] = False,
     resume: Annotated[Path | None, typer.Option(
         help="Continue the run of this checkpoint (runs/NAME/last.pt) exactly where it stopped; "
              "only --epochs, --device, --threads and --data-dir may change.")] = None,
@@ -99,6 +118,8 @@ def train_command(
     """Train an MLP and save metrics and checkpoints (last.pt, best.pt) in a new run folder.
 
     Ctrl-C or SIGTERM stops at the next batch, saves last.pt and prints how to resume (exit 130 or 143).
+
+    Example: mlp train --impl concise --epochs 5 --out runs/concise5
     """
     flags = {
         "impl": impl, "dataset": dataset, "hidden": hidden, "activation": activation, "sigma": sigma,
@@ -114,7 +135,8 @@ def train_command(
     from mlp_cli.signals import stop_on_signals
     from mlp_cli.training import METRICS_FILE, resume_run, train
 
-    with stop_on_signals() as stop, RichReporter(stderr) as reporter:
+    progress_console = Console(stderr=True, highlight=False, quiet=quiet)
+    with stop_on_signals() as stop, RichReporter(progress_console) as reporter:
         if resume is None:
             result = train(settings, out, reporter, stop, overwrite)
         else:
@@ -135,7 +157,10 @@ def eval_command(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
 ) -> None:
-    """Rebuild a model from its checkpoint alone and report its loss and accuracy."""
+    """Rebuild a model from its checkpoint alone and report its loss and accuracy.
+
+    Example: mlp eval runs/concise5/best.pt --json
+    """
     from mlp_cli.training import evaluate_checkpoint
 
     result = evaluate_checkpoint(checkpoint, split, data_dir, device)
@@ -161,7 +186,10 @@ def plot_activation_command(
     out: Annotated[Path | None, typer.Option(help="PNG file to write.", show_default="NAME.png")] = None,
     grad: Annotated[bool, typer.Option("--grad/--no-grad", help="Also plot the gradient, by autograd.")] = True,
 ) -> None:
-    """Plot an activation function and its gradient on x = -8.0, -7.9, ..., 7.9 (D2L 5.1.2)."""
+    """Plot an activation function and its gradient on x = -8.0, -7.9, ..., 7.9 (D2L 5.1.2).
+
+    Example: mlp plot-activation sigmoid --out sigmoid.png
+    """
     import torch
 
     from mlp_cli.activations import ACTIVATIONS, activation_curve

@@ -493,13 +493,14 @@ def restore_model(checkpoint: dict[str, Any], path: Path) -> tuple[Config, nn.Mo
     return config, model
 
 
-def evaluate_checkpoint(path: Path, split: str = "test", data_dir: Path | None = None,
+def evaluate_checkpoint(path: Path | str, split: str = "test", data_dir: Path | None = None,
                         device: str = "auto") -> Evaluation:
     """Loss and accuracy of a saved model on a split of the data set it was trained on.
 
     Raises:
         MlpError: the checkpoint or the data cannot be used.
     """
+    path = Path(path)
     if split not in SPLITS:
         raise MlpError(f"--split {split}: expected one of {', '.join(SPLITS)}")
     checkpoint = load_checkpoint(path)

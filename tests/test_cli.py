@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import write_dataset
 from typer.testing import CliRunner
 
 from mlp_cli.activations import activation_curve
@@ -241,3 +242,43 @@ def test_every_shipped_config_trains_for_an_epoch(data_dir: Path, config: str) -
                     "--out", "run")
     assert result.exit_code == 0, result.output
     assert json.loads(Path("run/metrics.jsonl").read_text())["epoch"] == 1
+
+
+def test_version_is_printed_and_matches_the_package() -> None:
+    from mlp_cli import __version__
+
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.stdout.strip() == f"mlp {__version__}"
+
+
+def test_quiet_training_prints_only_the_result(data_dir: Path) -> None:
+    result = invoke("train", "--data-dir", data_dir, "--out", "run", "--quiet", *SMALL)
+    assert result.exit_code == 0
+    assert result.stderr == ""
+    assert "best test accuracy" in result.stdout
+
+
+def test_shell_completion_script_is_available() -> None:
+    result = run_installed("--show-completion", "bash")
+    assert result.returncode == 0 and "complete" in result.stdout and "mlp" in result.stdout
+
+
+def test_every_command_help_shows_an_example() -> None:
+    for command in ("train", "eval", "plot-activation"):
+        result = invoke(command, "--help")
+        assert f"Example: mlp {command}" in result.stdout
+
+
+def test_the_readme_library_snippet_runs_as_written(tmp_path: Path) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    snippet = readme.split("### As a library", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    assert len(snippet.strip().splitlines()) <= 10
+    cache = tmp_path / "cache"
+    write_dataset(cache / "mlp" / "FashionMNIST" / "raw")  # where the library looks before system folders
+    (tmp_path / "snippet.py").write_text(snippet)
+    environment = {**os.environ, "XDG_CACHE_HOME": str(cache)}
+    result = subprocess.run([sys.executable, "snippet.py"], cwd=tmp_path, env=environment, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "scratch" in result.stdout and "concise" in result.stdout
+    assert len(list((tmp_path / "runs").iterdir())) == 2
