@@ -115,7 +115,7 @@ def measure_mlp_epoch(config: Config, data, repeats: int, synchronize) -> tuple[
         reporter.on_start(plan)
         train_seconds = median_seconds(epoch, repeats, synchronize)
     eval_seconds = median_seconds(lambda: evaluate(model, data, "test", config), repeats, synchronize)
-    return train_seconds, eval_seconds, evaluate(model, data, "test", config)[1]
+    return train_seconds, eval_seconds, evaluate(model, data, "test", config).accuracy
 
 
 def measure_tutorial_epoch(config: Config, root: Path, device: torch.device, repeats: int, synchronize) -> float:
@@ -299,7 +299,7 @@ def compare_precisions(data, device: torch.device, threads: int, args: argparse.
             synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
             synchronize()
             times.append(time.perf_counter() - started)
-        accuracy = evaluate(model, data, "test", config)[1]
+        accuracy = evaluate(model, data, "test", config).accuracy
         results[precision] = {"seconds_per_epoch": statistics.median(times), "test_accuracy": accuracy}
         print(f"{precision:36}{statistics.median(times):8.3f}   {accuracy:.4f}")
     return results

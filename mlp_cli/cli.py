@@ -12,7 +12,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from mlp_cli.config import ACTIVATIONS, DATASETS, IMPLS, OPTIMIZERS, Config, load_config
 from mlp_cli.errors import MlpError
@@ -155,27 +154,29 @@ def eval_command(
     split: Annotated[str, typer.Option(help="Which split to evaluate: test or train.")] = "test",
     data_dir: DataDirOption = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+    confusion: Annotated[Path | None, typer.Option(help="Also write the confusion matrix as a PNG heatmap.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole report as JSON on stdout.")] = False,
 ) -> None:
-    """Rebuild a model from its checkpoint alone and report its loss and accuracy.
+    """Rebuild a model from its checkpoint alone; report loss, accuracy, per-class accuracy and confusions.
 
     Example: mlp eval runs/concise5/best.pt --json
     """
     from mlp_cli.training import evaluate_checkpoint
 
     result = evaluate_checkpoint(checkpoint, split, data_dir, device)
+    if confusion is not None:
+        from mlp_cli.plots import plot_confusion
+
+        plot_confusion(result.confusion, result.class_names, f"{checkpoint} on the {split} split", confusion)
     if as_json:
         print(json.dumps(dataclasses.asdict(result)))
         return
-    table = Table(title=f"mlp eval {checkpoint}", show_header=False, title_justify="left")
-    recorded = "" if result.recorded_accuracy is None else f" (during training: {result.recorded_accuracy:.4f})"
-    epoch = str(result.epoch)
-    if result.stopped_after_batch is not None:
-        epoch += f" (stopped {result.stopped_after_batch} batches into epoch {result.epoch + 1})"
-    for name, value in (("epoch", epoch), ("split", result.split), ("loss", f"{result.loss:.4f}"),
-                        ("accuracy", f"{result.accuracy:.4f}{recorded}")):
-        table.add_row(name, value)
-    stdout.print(table)
+    from mlp_cli.reporting import evaluation_tables
+
+    for table in evaluation_tables(result):
+        stdout.print(table)
+    if confusion is not None:
+        stderr.print(f"wrote {confusion}", markup=False, soft_wrap=True)
 
 
 @app.command("plot-activation")

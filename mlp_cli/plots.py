@@ -1,13 +1,18 @@
 """Matplotlib figures, drawn on a bare Figure (no pyplot: no GUI backend, no global figure list)."""
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 from mlp_cli.errors import MlpError
 
 FIGURE_DPI = 120
 PANEL_SIZE_INCHES = (4.5, 3.2)
+CONFUSION_INCHES = 7.5
 
 
 def plot_activation(name: str, x: torch.Tensor, y: torch.Tensor, grad: torch.Tensor | None, path: Path) -> None:
@@ -25,6 +30,37 @@ def plot_activation(name: str, x: torch.Tensor, y: torch.Tensor, grad: torch.Ten
         axes.set_xlabel("x")
         axes.set_ylabel(label)
         axes.grid(True, alpha=0.3)
+    save_figure(figure, path)
+
+
+def plot_confusion(confusion: list[list[int]], class_names: list[str], title: str, path: Path) -> None:
+    """Write the confusion matrix as a heatmap with class names on both axes and the count in each cell.
+
+    Raises:
+        MlpError: the image cannot be written.
+    """
+    from matplotlib.figure import Figure
+
+    size = len(class_names)
+    figure = Figure(figsize=(CONFUSION_INCHES, CONFUSION_INCHES), layout="constrained")
+    axes = figure.subplots()
+    image = axes.imshow(confusion, cmap="Blues")
+    figure.colorbar(image, ax=axes, shrink=0.8)
+    axes.set_xticks(range(size), class_names, rotation=45, ha="right")
+    axes.set_yticks(range(size), class_names)
+    axes.set_xlabel("predicted class")
+    axes.set_ylabel("true class")
+    axes.set_title(title)
+    brightest = max(max(row) for row in confusion) or 1
+    for row, counts in enumerate(confusion):
+        for column, count in enumerate(counts):
+            colour = "white" if count > brightest / 2 else "black"
+            axes.text(column, row, str(count), ha="center", va="center", color=colour, fontsize="small")
+    save_figure(figure, path)
+
+
+def save_figure(figure: "Figure", path: Path) -> None:
+    """Write figure as an image; the format follows the file name (PNG, SVG, PDF, ...)."""
     try:
         figure.savefig(path, dpi=FIGURE_DPI)
     except (OSError, ValueError) as err:

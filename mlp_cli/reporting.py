@@ -4,11 +4,12 @@ from pathlib import Path
 from types import TracebackType
 
 from rich.console import Console, RenderableType
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
-from mlp_cli.training import BatchProgress, EpochMetrics, TrainingPlan
+from mlp_cli.training import BatchProgress, EpochMetrics, Evaluation, TrainingPlan
 
 REFRESHES_PER_SECOND = 4  # redraws are throttled by rich's own timer, never forced per batch
 
@@ -106,3 +107,29 @@ class RichReporter:
 
     def on_checkpoint(self, path: Path) -> None:
         """Checkpoints are listed once at the end, by the command, rather than every epoch."""
+
+
+def evaluation_tables(result: Evaluation) -> list[Table]:
+    """What `mlp eval` shows: the overall numbers, accuracy per class, and the confusion matrix."""
+    summary = Table(title=f"mlp eval {result.checkpoint}", show_header=False, title_justify="left")
+    epoch = str(result.epoch)
+    if result.stopped_after_batch is not None:
+        epoch += f" (stopped {result.stopped_after_batch} batches into epoch {result.epoch + 1})"
+    recorded = "" if result.recorded_accuracy is None else f" (during training: {result.recorded_accuracy:.4f})"
+    for name, value in (("epoch", epoch), ("split", result.split), ("loss", f"{result.loss:.4f}"),
+                        ("accuracy", f"{result.accuracy:.4f}{recorded}")):
+        summary.add_row(name, value)
+    per_class = Table(title="accuracy per class", title_justify="left")
+    per_class.add_column("class")
+    per_class.add_column("accuracy", justify="right")
+    per_class.add_column("images", justify="right")
+    for name, accuracy, row in zip(result.class_names, result.per_class_accuracy, result.confusion, strict=True):
+        per_class.add_row(name, f"{accuracy:.4f}", str(sum(row)))
+    confusion = Table(title="confusion matrix (rows: true class, columns: predicted)", title_justify="left")
+    confusion.add_column("true \\ predicted")
+    for index in range(len(result.class_names)):
+        confusion.add_column(str(index), justify="right")
+    for index, (name, row) in enumerate(zip(result.class_names, result.confusion, strict=True)):
+        cells = [f"[bold]{count}[/bold]" if column == index else str(count) for column, count in enumerate(row)]
+        confusion.add_row(f"{index} {escape(name)}", *cells)
+    return [summary, per_class, confusion]

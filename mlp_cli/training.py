@@ -185,18 +185,27 @@ def precision_context(data: DataModule, config: Config) -> contextlib.AbstractCo
     return torch.autocast(device_type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
 
 
-def evaluate(model: nn.Module, data: DataModule, split: str, config: Config) -> tuple[float, float]:
-    """Mean cross-entropy loss and accuracy of model on a whole split."""
+@dataclass(frozen=True)
+class SplitMetrics:
+    loss: float  # mean cross-entropy
+    accuracy: float
+    confusion: torch.Tensor  # (q, q) counts on the CPU: row = true class, column = predicted class
+
+
+def evaluate(model: nn.Module, data: DataModule, split: str, config: Config) -> SplitMetrics:
+    """Mean cross-entropy loss, accuracy and confusion matrix of model on a whole split."""
     model.eval()
-    loss_sum = torch.zeros((), device=data.train_labels.device)
-    correct = torch.zeros((), dtype=torch.long, device=data.train_labels.device)
+    device, classes = data.train_labels.device, data.num_classes
+    loss_sum = torch.zeros((), device=device)
+    counts = torch.zeros(classes * classes, dtype=torch.long, device=device)
     with torch.inference_mode(), precision_context(data, config):
         for images, labels in data.batches(split, config.batch_size):
             logits = model(images)
             loss_sum += functional.cross_entropy(logits, labels, reduction="sum")
-            correct += (logits.argmax(dim=1) == labels).sum()
+            counts += torch.bincount(labels * classes + logits.argmax(dim=1), minlength=classes * classes)
+    confusion = counts.reshape(classes, classes).cpu()
     count = len(data.split(split)[1])
-    return loss_sum.item() / count, correct.item() / count
+    return SplitMetrics(loss_sum.item() / count, confusion.trace().item() / count, confusion)
 
 
 @dataclass
@@ -346,7 +355,8 @@ def fit(model: nn.Module, data: DataModule, config: Config, run_dir: Path, repor
             save_checkpoint(make_checkpoint(model, optimizer, data, config, history, progress, generator), path)
             raise TrainingStoppedError(f"stopped in epoch {epoch} after batch {progress.batches_done}; saved {path}; "
                                   f"resume with: mlp train --resume {path}", stop.exit_code)
-        test_loss, test_accuracy = evaluate(model, data, "test", config)
+        test = evaluate(model, data, "test", config)
+        test_loss, test_accuracy = test.loss, test.accuracy
         check_finite(test_loss, f"on the test split after epoch {epoch}", config, last_good)
         history.append(EpochMetrics(epoch, progress.loss_sum.item() / progress.samples_done,
                                     progress.correct.item() / progress.samples_done, test_loss, test_accuracy,
@@ -473,6 +483,9 @@ class Evaluation:
     accuracy: float
     recorded_accuracy: float | None  # the test accuracy logged for this epoch during training
     stopped_after_batch: int | None  # set when the run was stopped mid-epoch: batches into the next epoch
+    class_names: list[str]
+    per_class_accuracy: list[float]  # in the order of class_names
+    confusion: list[list[int]]  # row = true class, column = predicted class
 
 
 def restore_model(checkpoint: dict[str, Any], path: Path) -> tuple[Config, nn.Module]:
@@ -511,10 +524,13 @@ def evaluate_checkpoint(path: Path | str, split: str = "test", data_dir: Path | 
     if data.num_inputs != checkpoint["model"]["num_inputs"]:
         raise MlpError(f"{data.source}: images have {data.num_inputs} pixels, the model expects "
                        f"{checkpoint['model']['num_inputs']}")
-    loss, accuracy = evaluate(model.to(torch_device), data, split, config)
+    metrics = evaluate(model.to(torch_device), data, split, config)
     epoch, progress = checkpoint["epoch"], checkpoint.get("progress")
     stopped_after_batch = progress["batches_done"] if progress else None
     rows = [row for row in checkpoint["metrics"] if row.get("epoch") == epoch]
     # weights saved mid-epoch (after a Ctrl-C) are not the ones whose accuracy was recorded
     recorded = rows[0]["test_accuracy"] if rows and split == "test" and progress is None else None
-    return Evaluation(str(path), epoch, split, loss, accuracy, recorded, stopped_after_batch)
+    per_class = metrics.confusion.diag() / metrics.confusion.sum(dim=1).clamp(min=1)
+    return Evaluation(str(path), epoch, split, metrics.loss, metrics.accuracy, recorded, stopped_after_batch,
+                      class_names=list(data.class_names), per_class_accuracy=per_class.tolist(),
+                      confusion=metrics.confusion.tolist())

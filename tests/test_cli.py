@@ -282,3 +282,30 @@ def test_the_readme_library_snippet_runs_as_written(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "scratch" in result.stdout and "concise" in result.stdout
     assert len(list((tmp_path / "runs").iterdir())) == 2
+
+
+def test_eval_reports_per_class_accuracy_and_a_confusion_matrix(data_dir: Path) -> None:
+    from mlp_cli.data import DATASETS
+
+    assert invoke("train", "--data-dir", data_dir, "--out", "run", *SMALL).exit_code == 0
+    report = json.loads(invoke("eval", "run/last.pt", "--json").stdout)
+    names = list(DATASETS["fashion-mnist"].class_names)
+    assert report["class_names"] == names
+    confusion = torch.tensor(report["confusion"])
+    assert confusion.shape == (10, 10) and confusion.sum().item() == 40  # the synthetic test split
+    assert report["accuracy"] == confusion.trace().item() / 40
+    per_class = [row[i] / max(sum(row), 1) for i, row in enumerate(report["confusion"])]
+    assert report["per_class_accuracy"] == pytest.approx(per_class)
+    table = invoke("eval", "run/last.pt")
+    assert "accuracy per class" in table.stdout and "Ankle boot" in table.stdout
+    assert "confusion matrix" in table.stdout and "T-shirt/top" in table.stdout
+
+
+def test_eval_writes_the_confusion_matrix_as_a_png(data_dir: Path) -> None:
+    assert invoke("train", "--data-dir", data_dir, "--out", "run", *SMALL).exit_code == 0
+    result = invoke("eval", "run/last.pt", "--confusion", "confusion.png")
+    assert result.exit_code == 0
+    assert Path("confusion.png").read_bytes().startswith(PNG_SIGNATURE)
+    json_only = invoke("eval", "run/last.pt", "--json", "--confusion", "again.png")
+    json.loads(json_only.stdout)  # nothing but JSON on stdout
+    assert Path("again.png").exists()

@@ -113,8 +113,8 @@ def test_recorded_test_metrics_are_those_of_the_saved_model(data_dir: Path) -> N
     config, model = restore_model(checkpoint, result.run_dir / "last.pt")
     from mlp_cli.data import load_data
 
-    loss, accuracy = evaluate(model, load_data("fashion-mnist", data_dir), "test", config)
-    assert (loss, accuracy) == (result.history[-1].test_loss, result.history[-1].test_accuracy)
+    metrics = evaluate(model, load_data("fashion-mnist", data_dir), "test", config)
+    assert (metrics.loss, metrics.accuracy) == (result.history[-1].test_loss, result.history[-1].test_accuracy)
 
 
 def test_an_unavailable_accelerator_is_a_clear_error(data_dir: Path) -> None:
