@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from mlp_cli.config import ACTIVATIONS, DATASETS, IMPLS, OPTIMIZERS, Config, load_config
 from mlp_cli.errors import MlpError
@@ -203,6 +204,32 @@ def plot_activation_command(
     path = out or Path(f"{name}.png")
     plot_activation(name, x, y, gradient if grad else None, path)
     stdout.print(f"wrote {path}", markup=False, soft_wrap=True)
+
+
+@app.command("runs")
+@reports_errors
+def runs_command(
+    folder: Annotated[Path, typer.Argument(help="The folder that holds run folders.")] = Path("runs"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the list as JSON on stdout.")] = False,
+) -> None:
+    """List run folders, newest first: model, data set, epochs done, best test accuracy.
+
+    Example: mlp runs runs --json
+    """
+    from mlp_cli.runs import list_runs
+
+    runs = list_runs(folder)
+    if as_json:
+        print(json.dumps([dataclasses.asdict(run) for run in runs]))
+        return
+    table = Table(title=f"runs in {folder}", title_justify="left")
+    for header in ("run", "impl", "dataset", "hidden", "epochs", "best test acc", "updated"):
+        table.add_column(header, justify="right" if header in ("epochs", "best test acc") else "left")
+    for run in runs:
+        best = "-" if run.best_test_accuracy is None else f"{run.best_test_accuracy:.4f} (epoch {run.best_epoch})"
+        table.add_row(run.path, run.impl, run.dataset, ",".join(map(str, run.hidden)),
+                      f"{run.epochs_done}/{run.epochs_planned}", best, run.updated.replace("T", " "))
+    stdout.print(table)
 
 
 def main() -> None:

@@ -24,12 +24,11 @@ from mlp_cli.config import DEVICE_PATTERN, Config, config_to_dict, config_to_tom
 from mlp_cli.data import SPLITS, DataModule, load_data
 from mlp_cli.errors import CheckpointError, ConfigError, MlpError, TrainingDivergedError, TrainingStoppedError
 from mlp_cli.models import build_model
+from mlp_cli.runs import CONFIG_FILE, METRICS_FILE
 from mlp_cli.signals import StopRequest
 
 REPORT_INTERVAL_SECONDS = 0.1  # each report reads the loss back from the device: a few times a second at most
 RUNS_ROOT = Path("runs")
-METRICS_FILE = "metrics.jsonl"
-CONFIG_FILE = "config.toml"
 LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
 

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -220,7 +221,7 @@ def test_train_help_shows_the_config_defaults() -> None:
         assert shown in result.stdout
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["plot-activation", "--help"], ["train", "--help"]])
+@pytest.mark.parametrize("argv", [["--help"], ["plot-activation", "--help"], ["train", "--help"], ["runs", "--help"]])
 def test_help_screens_do_not_import_torch(argv: list[str]) -> None:
     code = (f"import sys; sys.argv = ['mlp', *{argv!r}]\n"
             "from mlp_cli.cli import main\n"
@@ -309,3 +310,22 @@ def test_eval_writes_the_confusion_matrix_as_a_png(data_dir: Path) -> None:
     json_only = invoke("eval", "run/last.pt", "--json", "--confusion", "again.png")
     json.loads(json_only.stdout)  # nothing but JSON on stdout
     assert Path("again.png").exists()
+
+
+def test_runs_lists_run_folders_newest_first_with_their_best_accuracy(data_dir: Path) -> None:
+    assert invoke("train", "--data-dir", data_dir, "--out", "runs/first", *SMALL).exit_code == 0
+    time.sleep(1.1)  # modification times have one-second resolution in the listing
+    assert invoke("train", "--data-dir", data_dir, "--out", "runs/second", "--impl", "concise", *SMALL[:4],
+                  "--epochs", "1", "--threads", "1").exit_code == 0
+    Path("runs/not-a-run").mkdir()
+    listed = json.loads(invoke("runs", "--json").stdout)
+    assert [run["path"] for run in listed] == ["runs/second", "runs/first"]
+    second, first = listed
+    assert (second["impl"], second["epochs_done"], second["epochs_planned"]) == ("concise", 1, 1)
+    rows = [json.loads(line) for line in Path("runs/first/metrics.jsonl").read_text().splitlines()]
+    assert first["best_test_accuracy"] == max(row["test_accuracy"] for row in rows)
+    assert "runs/first" in invoke("runs").stdout
+
+
+def test_runs_of_a_missing_folder_is_a_one_line_error() -> None:
+    assert_one_line_error(invoke("runs", "nowhere"), "nowhere", "no such folder")

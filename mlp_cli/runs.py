@@ -1,0 +1,60 @@
+"""The run folders on disk, summarised from their config.toml and metrics.jsonl (no torch needed)."""
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from mlp_cli.config import read_toml
+from mlp_cli.errors import MlpError
+
+CONFIG_FILE = "config.toml"
+METRICS_FILE = "metrics.jsonl"
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    path: str
+    impl: str
+    dataset: str
+    hidden: list[int]
+    epochs_done: int
+    epochs_planned: int
+    best_test_accuracy: float | None
+    best_epoch: int | None
+    updated: str  # ISO time of the latest metrics row (or of the config if none)
+
+
+def summarize_run(run_dir: Path) -> RunSummary | None:
+    """A summary of run_dir, or None if it is not a run folder (no config.toml)."""
+    config_path = run_dir / CONFIG_FILE
+    if not config_path.is_file():
+        return None
+    try:
+        config = read_toml(config_path)
+        metrics_path = run_dir / METRICS_FILE
+        lines = metrics_path.read_text().splitlines() if metrics_path.is_file() else []
+        rows = [json.loads(line) for line in lines if line.strip()]
+    except (MlpError, OSError, ValueError):
+        return None  # a damaged or foreign folder is not listed rather than stopping the listing
+    scored = [row for row in rows if row.get("test_accuracy") is not None]
+    best = max(scored, key=lambda row: row["test_accuracy"]) if scored else None
+    newest = metrics_path if rows else config_path
+    return RunSummary(
+        path=str(run_dir), impl=str(config.get("impl", "?")), dataset=str(config.get("dataset", "?")),
+        hidden=list(config.get("hidden", [])), epochs_done=len(rows), epochs_planned=int(config.get("epochs", 0)),
+        best_test_accuracy=best["test_accuracy"] if best else None, best_epoch=best["epoch"] if best else None,
+        updated=datetime.fromtimestamp(newest.stat().st_mtime).isoformat(timespec="seconds"),
+    )
+
+
+def list_runs(root: Path) -> list[RunSummary]:
+    """Every run folder directly under root, newest first.
+
+    Raises:
+        MlpError: root is not a folder.
+    """
+    if not root.is_dir():
+        raise MlpError(f"{root}: no such folder of runs (train first, or pass the folder that holds them)")
+    summaries = [summary for path in root.iterdir() if path.is_dir() and (summary := summarize_run(path))]
+    return sorted(summaries, key=lambda summary: summary.updated, reverse=True)
