@@ -131,12 +131,14 @@ def train_command(
         raise MlpError("--resume continues a run in its own folder with its own settings: "
                        "leave out --config and --out")
     settings = load_config(config, flags) if resume is None else None
+    from mlp_cli.plots import CurvesReporter
     from mlp_cli.reporting import RichReporter
     from mlp_cli.signals import stop_on_signals
-    from mlp_cli.training import METRICS_FILE, resume_run, train
+    from mlp_cli.training import METRICS_FILE, ReporterGroup, resume_run, train
 
     progress_console = Console(stderr=True, highlight=False, quiet=quiet)
-    with stop_on_signals() as stop, RichReporter(progress_console) as reporter:
+    with stop_on_signals() as stop, RichReporter(progress_console) as terminal:
+        reporter = ReporterGroup(terminal, CurvesReporter())
         if resume is None:
             result = train(settings, out, reporter, stop, overwrite)
         else:
@@ -230,6 +232,29 @@ def runs_command(
         table.add_row(run.path, run.impl, run.dataset, ",".join(map(str, run.hidden)),
                       f"{run.epochs_done}/{run.epochs_planned}", best, run.updated.replace("T", " "))
     stdout.print(table)
+
+
+@app.command("plot-curves")
+@reports_errors
+def plot_curves_command(
+    run_dirs: Annotated[list[Path], typer.Argument(help="One or more run folders (runs/NAME).")],
+    out: Annotated[Path, typer.Option(help="Image file to write.")] = Path("curves.png"),
+) -> None:
+    """Overlay the learning curves of several runs (train/test loss and accuracy per epoch) in one figure.
+
+    Example: mlp plot-curves runs/scratch-run runs/concise-run --out compare.png
+    """
+    from mlp_cli.plots import plot_curves
+    from mlp_cli.runs import read_metrics
+
+    runs = []
+    for run_dir in run_dirs:
+        rows = read_metrics(run_dir)
+        if not rows:
+            raise MlpError(f"{run_dir}: no metrics.jsonl with finished epochs (is it a run folder?)")
+        runs.append((run_dir.name, rows))
+    plot_curves(runs, out)
+    stdout.print(f"wrote {out}", markup=False, soft_wrap=True)
 
 
 def main() -> None:

@@ -25,6 +25,21 @@ class RunSummary:
     updated: str  # ISO time of the latest metrics row (or of the config if none)
 
 
+def read_metrics(run_dir: Path) -> list[dict]:
+    """The rows of run_dir/metrics.jsonl, one per epoch (none if the run has not finished an epoch).
+
+    Raises:
+        MlpError: the file cannot be read or is not JSON lines.
+    """
+    path = run_dir / METRICS_FILE
+    if not path.is_file():
+        return []
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, ValueError) as err:
+        raise MlpError(f"{path}: cannot read the metrics ({err})") from err
+
+
 def summarize_run(run_dir: Path) -> RunSummary | None:
     """A summary of run_dir, or None if it is not a run folder (no config.toml)."""
     config_path = run_dir / CONFIG_FILE
@@ -32,14 +47,12 @@ def summarize_run(run_dir: Path) -> RunSummary | None:
         return None
     try:
         config = read_toml(config_path)
-        metrics_path = run_dir / METRICS_FILE
-        lines = metrics_path.read_text().splitlines() if metrics_path.is_file() else []
-        rows = [json.loads(line) for line in lines if line.strip()]
-    except (MlpError, OSError, ValueError):
+        rows = read_metrics(run_dir)
+    except MlpError:
         return None  # a damaged or foreign folder is not listed rather than stopping the listing
     scored = [row for row in rows if row.get("test_accuracy") is not None]
     best = max(scored, key=lambda row: row["test_accuracy"]) if scored else None
-    newest = metrics_path if rows else config_path
+    newest = run_dir / METRICS_FILE if rows else config_path
     return RunSummary(
         path=str(run_dir), impl=str(config.get("impl", "?")), dataset=str(config.get("dataset", "?")),
         hidden=list(config.get("hidden", [])), epochs_done=len(rows), epochs_planned=int(config.get("epochs", 0)),

@@ -104,6 +104,29 @@ class NullReporter:
 NULL_REPORTER = NullReporter()
 
 
+class ReporterGroup:
+    """Passes every event to each of several reporters, in order (e.g. the terminal, then the curves)."""
+
+    def __init__(self, *reporters: Reporter) -> None:
+        self.reporters = reporters
+
+    def on_start(self, plan: TrainingPlan) -> None:
+        for reporter in self.reporters:
+            reporter.on_start(plan)
+
+    def on_batch(self, progress: BatchProgress) -> None:
+        for reporter in self.reporters:
+            reporter.on_batch(progress)
+
+    def on_epoch(self, metrics: EpochMetrics) -> None:
+        for reporter in self.reporters:
+            reporter.on_epoch(metrics)
+
+    def on_checkpoint(self, path: Path) -> None:
+        for reporter in self.reporters:
+            reporter.on_checkpoint(path)
+
+
 def resolve_device(name: str) -> torch.device:
     """The torch device for a --device value; auto prefers cuda, then mps, then cpu.
 
