@@ -1,9 +1,14 @@
 """Activation functions by name (D2L 5.1.2), for the models and for `mlp plot-activation`."""
 
+import math
 from collections.abc import Callable
 
 import torch
 from torch.nn import functional
+
+from mlp_cli.errors import MlpError
+
+MAX_PLOT_POINTS = 100_000
 
 
 def relu(X: torch.Tensor) -> torch.Tensor:
@@ -53,3 +58,21 @@ def activation_curve(name: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     # each y_i depends only on x_i, so the gradient of sum(y) is the elementwise derivative
     y.backward(torch.ones_like(x))
     return y.detach(), x.grad
+
+
+def sample_activation(name: str, start: float, stop: float,
+                      step: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x = start, start + step, ... (< stop), the activation there, and its autograd derivative.
+
+    Raises:
+        MlpError: the name is unknown, or the range is empty, not finite or too fine to plot.
+    """
+    if name not in ACTIVATIONS:
+        raise MlpError(f"unknown activation {name!r}, expected one of {', '.join(ACTIVATIONS)}")
+    if not (math.isfinite(start) and math.isfinite(stop) and start < stop):
+        raise MlpError(f"--range {start} {stop}: expected two finite numbers, the first smaller")
+    if (stop - start) / step > MAX_PLOT_POINTS:
+        raise MlpError(f"--range {start} {stop}: more than {MAX_PLOT_POINTS:,} points at step {step}")
+    x = torch.arange(start, stop, step)
+    y, grad = activation_curve(name, x)
+    return x, y, grad

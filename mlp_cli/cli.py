@@ -185,27 +185,39 @@ def eval_command(
 @app.command("plot-activation")
 @reports_errors
 def plot_activation_command(
-    name: Annotated[str, typer.Argument(
-        help="Activation, e.g. relu, sigmoid or tanh (an unknown name lists them all).")],
-    out: Annotated[Path | None, typer.Option(help="PNG file to write.", show_default="NAME.png")] = None,
+    name: Annotated[str | None, typer.Argument(
+        help="Activation, e.g. relu, sigmoid or tanh; --list shows them all.", show_default=False)] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="Write a PNG (or SVG, PDF) here instead of drawing in the terminal.")] = None,
     grad: Annotated[bool, typer.Option("--grad/--no-grad", help="Also plot the gradient, by autograd.")] = True,
+    x_range: Annotated[tuple[float, float], typer.Option(
+        "--range", help="The x range, start and stop, e.g. --range -4 4.")] = (X_START, X_STOP),
+    list_names: Annotated[bool, typer.Option("--list", help="List the activations and exit.")] = False,
 ) -> None:
     """Plot an activation function and its gradient on x = -8.0, -7.9, ..., 7.9 (D2L 5.1.2).
 
-    Example: mlp plot-activation sigmoid --out sigmoid.png
-    """
-    import torch
+    Without --out the plot is drawn in the terminal (with uniplot); with --out it is written as an image.
 
-    from mlp_cli.activations import ACTIVATIONS, activation_curve
+    Example: mlp plot-activation sigmoid --range -6 6 --out sigmoid.png
+    """
+    from mlp_cli.activations import ACTIVATIONS, sample_activation
+
+    if list_names:
+        stdout.print("\n".join(ACTIVATIONS), markup=False)
+        return
+    if name is None:
+        raise MlpError("name an activation, e.g. mlp plot-activation relu (mlp plot-activation --list shows all)")
+    x, y, gradient = sample_activation(name, *x_range, X_STEP)
+    if out is None:
+        from mlp_cli.plots import activation_text_plot
+
+        is_colored = stdout.is_terminal and not stdout.no_color  # NO_COLOR is honoured
+        print(activation_text_plot(name, x, y, gradient if grad else None, color=is_colored))
+        return
     from mlp_cli.plots import plot_activation
 
-    if name not in ACTIVATIONS:
-        raise MlpError(f"unknown activation {name!r}, expected one of {', '.join(ACTIVATIONS)}")
-    x = torch.arange(X_START, X_STOP, X_STEP)
-    y, gradient = activation_curve(name, x)
-    path = out or Path(f"{name}.png")
-    plot_activation(name, x, y, gradient if grad else None, path)
-    stdout.print(f"wrote {path}", markup=False, soft_wrap=True)
+    plot_activation(name, x, y, gradient if grad else None, out)
+    stdout.print(f"wrote {out}", markup=False, soft_wrap=True)
 
 
 @app.command("runs")

@@ -18,6 +18,7 @@ CONFUSION_INCHES = 7.5
 CURVES_SIZE_INCHES = (10.0, 3.6)
 CURVES_DPI = 80  # with no layout engine: ~0.07 s a drawing, cheap enough to redraw after every epoch
 CURVES_FILE = "curves.png"
+TEXT_PLOT_WIDTH, TEXT_PLOT_HEIGHT = 60, 12  # in terminal cells
 
 
 def plot_activation(name: str, x: torch.Tensor, y: torch.Tensor, grad: torch.Tensor | None, path: Path) -> None:
@@ -128,3 +129,18 @@ class CurvesReporter:
 
     def on_checkpoint(self, path: Path) -> None:
         """Checkpoints do not change the curves."""
+
+
+def activation_text_plot(name: str, x: torch.Tensor, y: torch.Tensor, grad: torch.Tensor | None,
+                         color: bool) -> str:
+    """The activation (and its gradient) drawn in Unicode for the terminal, one plot under the other.
+
+    uniplot is used because it is maintained, has a one-call API that returns a string (testable), and draws at
+    twice the terminal's resolution with half blocks.
+    """
+    from uniplot import plot_to_string
+
+    panels = [(y, f"{name}(x)")] + ([] if grad is None else [(grad, f"grad of {name}")])
+    return "\n".join(plot_to_string(values.tolist(), x.tolist(), title=title, width=TEXT_PLOT_WIDTH,
+                                     height=TEXT_PLOT_HEIGHT, color=color, lines=True)
+                      for values, title in panels)

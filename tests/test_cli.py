@@ -165,9 +165,45 @@ def test_plot_activation_writes_a_png_of_the_function_and_its_gradient(name: str
     assert with_grad.shape[1] > 1.5 * alone.shape[1]  # two panels side by side, then one
 
 
-def test_plot_activation_defaults_to_name_dot_png() -> None:
-    assert invoke("plot-activation", "tanh").exit_code == 0
-    assert Path("tanh.png").read_bytes().startswith(PNG_SIGNATURE)
+def test_plot_activation_without_out_draws_in_the_terminal() -> None:
+    result = invoke("plot-activation", "tanh")
+    assert result.exit_code == 0, result.output
+    assert "tanh(x)" in result.stdout and "grad of tanh" in result.stdout
+    assert sum(ch in "▀▄▌▐▖▗▘▙▚▛▜▝▞▟█" for ch in result.stdout) > 50  # curves drawn with Unicode blocks
+    assert not list(Path().glob("*.png"))
+    alone = invoke("plot-activation", "tanh", "--no-grad")
+    assert "grad of tanh" not in alone.stdout
+
+
+def test_plot_activation_lists_every_activation() -> None:
+    from mlp_cli.activations import ACTIVATIONS
+
+    listed = invoke("plot-activation", "--list").stdout.split()
+    assert listed == list(ACTIVATIONS)
+    assert {"relu", "sigmoid", "tanh", "leaky-relu", "elu", "gelu", "silu", "softplus"} <= set(listed)
+
+
+@pytest.mark.parametrize("name", ["leaky-relu", "elu", "gelu", "silu", "softplus", "identity"])
+def test_every_listed_activation_plots(name: str) -> None:
+    assert invoke("plot-activation", name, "--out", f"{name}.png").exit_code == 0
+    assert invoke("plot-activation", name).exit_code == 0
+
+
+def test_range_sets_the_plotted_x_values() -> None:
+    from mlp_cli.activations import sample_activation
+
+    x, y, grad = sample_activation("relu", -2.0, 3.0, X_STEP)
+    assert x[0].item() == -2.0 and x[-1].item() == pytest.approx(2.9) and len(x) == len(y) == len(grad) == 50
+    assert invoke("plot-activation", "sigmoid", "--range", "-4", "4", "--out", "s.png").exit_code == 0
+
+
+@pytest.mark.parametrize("bounds", [["3", "1"], ["0", "0"], ["0", "inf"], ["-1e9", "1e9"]])
+def test_bad_ranges_are_one_line_errors(bounds: list[str]) -> None:
+    assert_one_line_error(invoke("plot-activation", "relu", "--range", *bounds), "--range")
+
+
+def test_plot_activation_without_a_name_says_how_to_use_it() -> None:
+    assert_one_line_error(invoke("plot-activation"), "mlp plot-activation relu", "--list")
 
 
 def test_the_plotted_grid_is_d2ls_x_from_minus_8_to_7_9() -> None:
