@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from mlp_cli.config import ACTIVATIONS, DATASETS, IMPLS, OPTIMIZERS, Config, load_config
@@ -218,6 +219,44 @@ def plot_activation_command(
 
     plot_activation(name, x, y, gradient if grad else None, out)
     stdout.print(f"wrote {out}", markup=False, soft_wrap=True)
+
+
+@app.command("predict")
+@reports_errors
+def predict_command(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint, e.g. runs/NAME/best.pt.")],
+    images: Annotated[list[Path], typer.Argument(help="PNG or JPEG files.")],
+    top_k: Annotated[int, typer.Option("--top-k", help="How many classes to show per image.")] = 3,
+    invert: Annotated[bool, typer.Option(
+        help="Invert gray levels: for a dark object on a light background (Fashion-MNIST and MNIST show "
+             "a light object on a dark background).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the predictions as JSON on stdout.")] = False,
+) -> None:
+    """Classify images with a trained model; each is made 28x28 grayscale, as the data set's images are.
+
+    Images are converted to grayscale and resized to the model's input (28x28). The data sets show a light
+    object on a dark background: pass --invert for photos of dark objects on a light background.
+
+    Example: mlp predict runs/NAME/best.pt shoe.png shirt.jpg --top-k 2
+    """
+    from mlp_cli.predict import predict_images
+
+    predictions = predict_images(checkpoint, images, top_k, invert)
+    for failed in (prediction for prediction in predictions if prediction.error):
+        stderr.print(f"error: {failed.error}", markup=False, soft_wrap=True)
+    if as_json:
+        print(json.dumps([dataclasses.asdict(prediction) for prediction in predictions]))
+    else:
+        table = Table(title=f"predictions of {checkpoint}", title_justify="left")
+        table.add_column("image")
+        table.add_column(f"top {top_k}")
+        for prediction in (prediction for prediction in predictions if not prediction.error):
+            ranked = ", ".join(f"{name} {probability:.1%}"
+                               for name, probability in zip(prediction.classes, prediction.probabilities, strict=True))
+            table.add_row(prediction.image, escape(ranked))
+        stdout.print(table)
+    if any(prediction.error for prediction in predictions):
+        raise typer.Exit(1)
 
 
 @app.command("runs")
