@@ -159,6 +159,8 @@ def eval_command(
     data_dir: DataDirOption = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     confusion: Annotated[Path | None, typer.Option(help="Also write the confusion matrix as a PNG heatmap.")] = None,
+    errors: Annotated[Path | None, typer.Option(
+        help="Also write a grid of misclassified images (true -> predicted) as a PNG.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole report as JSON on stdout.")] = False,
 ) -> None:
     """Rebuild a model from its checkpoint alone; report loss, accuracy, per-class accuracy and confusions.
@@ -167,7 +169,7 @@ def eval_command(
     """
     from mlp_cli.training import evaluate_checkpoint
 
-    result = evaluate_checkpoint(checkpoint, split, data_dir, device)
+    result = evaluate_checkpoint(checkpoint, split, data_dir, device, errors)
     if confusion is not None:
         from mlp_cli.plots import plot_confusion
 
@@ -179,8 +181,8 @@ def eval_command(
 
     for table in evaluation_tables(result):
         stdout.print(table)
-    if confusion is not None:
-        stderr.print(f"wrote {confusion}", markup=False, soft_wrap=True)
+    for written in (path for path in (confusion, errors) if path is not None):
+        stderr.print(f"wrote {written}", markup=False, soft_wrap=True)
 
 
 @app.command("plot-activation")
@@ -305,6 +307,66 @@ def plot_curves_command(
             raise MlpError(f"{run_dir}: no metrics.jsonl with finished epochs (is it a run folder?)")
         runs.append((run_dir.name, rows))
     plot_curves(runs, out)
+    stdout.print(f"wrote {out}", markup=False, soft_wrap=True)
+
+
+data_app = typer.Typer(help="Look at the data set: where it was found, its classes, sample images.",
+                       no_args_is_help=True)
+app.add_typer(data_app, name="data")
+DatasetOption = Annotated[str, typer.Option(help=f"Data set: {' or '.join(DATASETS)}.")]
+
+
+@data_app.command("info")
+@reports_errors
+def data_info_command(
+    dataset: DatasetOption = DEFAULTS.dataset,
+    data_dir: DataDirOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the description as JSON on stdout.")] = False,
+) -> None:
+    """Say where the data set was found, and each split's size, image shape and images per class.
+
+    Example: mlp data info --dataset fashion-mnist
+    """
+    from mlp_cli.data import describe_data, load_data
+
+    data = load_data(dataset, data_dir)
+    splits = describe_data(data)
+    if as_json:
+        print(json.dumps({"dataset": dataset, "source": str(data.source),
+                          "splits": [dataclasses.asdict(split) for split in splits]}))
+        return
+    stdout.print(f"{dataset} from {data.source}", markup=False, soft_wrap=True)
+    table = Table(title="images per class", title_justify="left")
+    table.add_column("class")
+    for split in splits:
+        table.add_column(f"{split.split} ({split.count:,} of {'x'.join(map(str, split.image_shape))})",
+                         justify="right")
+    for name in data.class_names:
+        table.add_row(escape(name), *(f"{split.class_counts[name]:,}" for split in splits))
+    stdout.print(table)
+
+
+@data_app.command("preview")
+@reports_errors
+def data_preview_command(
+    out: Annotated[Path, typer.Option(help="Image file to write.")] = Path("preview.png"),
+    dataset: DatasetOption = DEFAULTS.dataset,
+    split: Annotated[str, typer.Option(help="train or test.")] = "train",
+    count: Annotated[int, typer.Option(help="How many images, from the start of the split.")] = 24,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Write a labelled grid of the first images of a split (D2L's show_images).
+
+    Example: mlp data preview --out grid.png --count 16
+    """
+    from mlp_cli.data import SPLITS, load_data
+    from mlp_cli.plots import plot_image_grid
+
+    if split not in SPLITS or count < 1:
+        raise MlpError(f"--split {split} --count {count}: expected train or test, and a count >= 1")
+    data = load_data(dataset, data_dir)
+    images, labels = data.split(split)
+    plot_image_grid(images[:count], [data.class_names[label] for label in labels[:count].tolist()], out)
     stdout.print(f"wrote {out}", markup=False, soft_wrap=True)
 
 

@@ -260,3 +260,22 @@ def load_data(dataset: str, data_dir: Path | None = None, device: torch.device |
                         f"but test images are {tuple(test_images.shape[2:])}")
     return DataModule(dataset, folder, spec.class_names, train_images.to(device), train_labels.to(device),
                       test_images.to(device), test_labels.to(device))
+
+
+@dataclass(frozen=True)
+class SplitInfo:
+    split: str
+    count: int
+    image_shape: list[int]  # (channels, rows, cols)
+    class_counts: dict[str, int]
+
+
+def describe_data(data: DataModule) -> list[SplitInfo]:
+    """Size, image shape and images per class of each split: what `mlp data info` shows."""
+    described = []
+    for split in SPLITS:
+        images, labels = data.split(split)
+        counts = torch.bincount(labels.cpu(), minlength=data.num_classes).tolist()
+        described.append(SplitInfo(split, len(labels), list(images.shape[1:]), dict(zip(data.class_names, counts,
+                                                                                          strict=True))))
+    return described

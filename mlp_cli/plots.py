@@ -1,5 +1,6 @@
 """Matplotlib figures, drawn on a bare Figure (no pyplot: no GUI backend, no global figure list)."""
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,9 @@ CURVES_SIZE_INCHES = (10.0, 3.6)
 CURVES_DPI = 80  # with no layout engine: ~0.07 s a drawing, cheap enough to redraw after every epoch
 CURVES_FILE = "curves.png"
 TEXT_PLOT_WIDTH, TEXT_PLOT_HEIGHT = 60, 12  # in terminal cells
+GRID_COLUMNS = 8
+GRID_CELL_INCHES = 1.3
+MAX_MISTAKES_SHOWN = 32
 
 
 def plot_activation(name: str, x: torch.Tensor, y: torch.Tensor, grad: torch.Tensor | None, path: Path) -> None:
@@ -144,3 +148,30 @@ def activation_text_plot(name: str, x: torch.Tensor, y: torch.Tensor, grad: torc
     return "\n".join(plot_to_string(values.tolist(), x.tolist(), title=title, width=TEXT_PLOT_WIDTH,
                                      height=TEXT_PLOT_HEIGHT, color=color, lines=True)
                       for values, title in panels)
+
+
+def plot_image_grid(images: torch.Tensor, titles: list[str], path: Path) -> None:
+    """Images (n, 1, h, w) in [0, 1] as a grid of grayscale pictures, each with its title (D2L's show_images).
+
+    Raises:
+        MlpError: the image cannot be written.
+    """
+    from matplotlib.figure import Figure
+
+    columns = min(GRID_COLUMNS, max(len(images), 1))
+    rows = max(math.ceil(len(images) / columns), 1)
+    figure = Figure(figsize=(columns * GRID_CELL_INCHES, rows * (GRID_CELL_INCHES + 0.25)), layout="constrained")
+    for cell, axes in enumerate(figure.subplots(rows, columns, squeeze=False).flat):
+        axes.set_axis_off()
+        if cell < len(images):
+            axes.imshow(images[cell, 0].numpy(), cmap="gray", vmin=0, vmax=1)
+            axes.set_title(titles[cell], fontsize="small")
+    save_figure(figure, path)
+
+
+def plot_mistakes(images: torch.Tensor, labels: torch.Tensor, predictions: torch.Tensor,
+                  class_names: tuple[str, ...], path: Path) -> None:
+    """The first misclassified images of a split, titled "true -> predicted", as a grid."""
+    wrong = (predictions != labels).nonzero().flatten()[:MAX_MISTAKES_SHOWN]
+    titles = [f"{class_names[labels[i]]}\n-> {class_names[predictions[i]]}" for i in wrong.tolist()]
+    plot_image_grid(images[wrong], titles, path)

@@ -212,6 +212,7 @@ class SplitMetrics:
     loss: float  # mean cross-entropy
     accuracy: float
     confusion: torch.Tensor  # (q, q) counts on the CPU: row = true class, column = predicted class
+    predictions: torch.Tensor  # (n,) predicted class of every image of the split, in file order, on the CPU
 
 
 def evaluate(model: nn.Module, data: DataModule, split: str, config: Config) -> SplitMetrics:
@@ -220,14 +221,17 @@ def evaluate(model: nn.Module, data: DataModule, split: str, config: Config) -> 
     device, classes = data.train_labels.device, data.num_classes
     loss_sum = torch.zeros((), device=device)
     counts = torch.zeros(classes * classes, dtype=torch.long, device=device)
+    predictions = []
     with torch.inference_mode(), precision_context(data, config):
         for images, labels in data.batches(split, config.batch_size):
             logits = model(images)
             loss_sum += functional.cross_entropy(logits, labels, reduction="sum")
-            counts += torch.bincount(labels * classes + logits.argmax(dim=1), minlength=classes * classes)
+            predictions.append(logits.argmax(dim=1))
+            counts += torch.bincount(labels * classes + predictions[-1], minlength=classes * classes)
     confusion = counts.reshape(classes, classes).cpu()
     count = len(data.split(split)[1])
-    return SplitMetrics(loss_sum.item() / count, confusion.trace().item() / count, confusion)
+    return SplitMetrics(loss_sum.item() / count, confusion.trace().item() / count, confusion,
+                        torch.cat(predictions).cpu())
 
 
 @dataclass
@@ -529,8 +533,10 @@ def restore_model(checkpoint: dict[str, Any], path: Path) -> tuple[Config, nn.Mo
 
 
 def evaluate_checkpoint(path: Path | str, split: str = "test", data_dir: Path | None = None,
-                        device: str = "auto") -> Evaluation:
-    """Loss and accuracy of a saved model on a split of the data set it was trained on.
+                        device: str = "auto", errors_image: Path | None = None) -> Evaluation:
+    """Loss, accuracy and confusions of a saved model on a split of the data set it was trained on.
+
+    errors_image, if given, receives a grid of misclassified images with their true and predicted labels.
 
     Raises:
         MlpError: the checkpoint or the data cannot be used.
@@ -553,6 +559,11 @@ def evaluate_checkpoint(path: Path | str, split: str = "test", data_dir: Path | 
     # weights saved mid-epoch (after a Ctrl-C) are not the ones whose accuracy was recorded
     recorded = rows[0]["test_accuracy"] if rows and split == "test" and progress is None else None
     per_class = metrics.confusion.diag() / metrics.confusion.sum(dim=1).clamp(min=1)
+    if errors_image is not None:
+        from mlp_cli.plots import plot_mistakes  # matplotlib only when a picture is asked for
+
+        images, labels = data.split(split)
+        plot_mistakes(images.cpu(), labels.cpu(), metrics.predictions, data.class_names, errors_image)
     return Evaluation(str(path), epoch, split, metrics.loss, metrics.accuracy, recorded, stopped_after_batch,
                       class_names=list(data.class_names), per_class_accuracy=per_class.tolist(),
                       confusion=metrics.confusion.tolist())

@@ -340,9 +340,10 @@ def test_eval_reports_per_class_accuracy_and_a_confusion_matrix(data_dir: Path) 
 
 def test_eval_writes_the_confusion_matrix_as_a_png(data_dir: Path) -> None:
     assert invoke("train", "--data-dir", data_dir, "--out", "run", *SMALL).exit_code == 0
-    result = invoke("eval", "run/last.pt", "--confusion", "confusion.png")
+    result = invoke("eval", "run/last.pt", "--confusion", "confusion.png", "--errors", "errors.png")
     assert result.exit_code == 0
     assert Path("confusion.png").read_bytes().startswith(PNG_SIGNATURE)
+    assert Path("errors.png").read_bytes().startswith(PNG_SIGNATURE)
     json_only = invoke("eval", "run/last.pt", "--json", "--confusion", "again.png")
     json.loads(json_only.stdout)  # nothing but JSON on stdout
     assert Path("again.png").exists()
@@ -398,3 +399,43 @@ def test_plot_curves_overlays_several_runs(data_dir: Path) -> None:
     assert Path("both.png").read_bytes().startswith(PNG_SIGNATURE)
     Path("empty").mkdir()
     assert_one_line_error(invoke("plot-curves", "runs/scratch", "empty"), "empty", "no metrics.jsonl")
+
+
+def test_data_info_says_where_the_data_is_and_counts_each_class(data_dir: Path) -> None:
+    result = invoke("data", "info", "--data-dir", data_dir, "--json")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["source"] == str(data_dir)
+    train_split, test_split = info["splits"]
+    assert (train_split["count"], test_split["count"]) == (96, 40)
+    assert train_split["image_shape"] == [1, 28, 28]
+    from mlp_cli.data import load_data
+
+    labels = load_data("fashion-mnist", data_dir).train_labels
+    assert list(train_split["class_counts"].values()) == torch.bincount(labels, minlength=10).tolist()
+    table = invoke("data", "info", "--data-dir", data_dir)
+    assert str(data_dir) in table.stdout and "Ankle boot" in table.stdout
+
+
+def test_data_preview_writes_a_labelled_grid(data_dir: Path) -> None:
+    result = invoke("data", "preview", "--data-dir", data_dir, "--out", "grid.png", "--count", "10")
+    assert result.exit_code == 0, result.output
+    assert Path("grid.png").read_bytes().startswith(PNG_SIGNATURE)
+    assert_one_line_error(invoke("data", "preview", "--data-dir", data_dir, "--count", "0"), "--count 0")
+
+
+def test_eval_errors_writes_a_grid_of_the_misclassified_images(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert invoke("train", "--data-dir", data_dir, "--out", "run", *SMALL).exit_code == 0
+    shown = {}
+
+    def record(images: torch.Tensor, titles: list[str], path: Path) -> None:
+        shown.update(images=images, titles=titles)
+        path.write_bytes(PNG_SIGNATURE)
+
+    monkeypatch.setattr("mlp_cli.plots.plot_image_grid", record)
+    report = json.loads(invoke("eval", "run/last.pt", "--errors", "errors.png", "--json").stdout)
+    wrong = 40 - round(report["accuracy"] * 40)
+    assert len(shown["titles"]) == min(wrong, 32)
+    assert all(" -> " in title.replace("\n", " ") for title in shown["titles"])
+    assert all(title.split("\n-> ")[0] != title.split("\n-> ")[1] for title in shown["titles"])
+    assert Path("errors.png").exists()
