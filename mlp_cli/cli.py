@@ -100,6 +100,12 @@ def train_command(
         help="Seed for the initial weights and the data order.", show_default=default("seed"))] = None,
     device: Annotated[str | None, typer.Option(
         help="auto, cpu, cuda, cuda:N or mps.", show_default=default("device"))] = None,
+    report_every: Annotated[int | None, typer.Option(
+        help="Evaluate the test split every N epochs (and after the last).",
+        show_default=default("report_every"))] = None,
+    train_metrics: Annotated[bool | None, typer.Option(
+        "--train-metrics/--no-train-metrics", help="Also evaluate the whole train split when reporting.",
+        show_default=default("train_metrics"))] = None,
     threads: Annotated[int | None, typer.Option(
         help="CPU threads for torch; 0 uses every core.", show_default=default("threads"))] = None,
     precision: Annotated[str | None, typer.Option(
@@ -125,7 +131,8 @@ def train_command(
     flags = {
         "impl": impl, "dataset": dataset, "hidden": hidden, "activation": activation, "sigma": sigma,
         "optimizer": optimizer, "lr": lr, "batch_size": batch_size,
-        "epochs": epochs, "seed": seed, "device": device, "threads": threads, "precision": precision,
+        "epochs": epochs, "seed": seed, "report_every": report_every, "train_metrics": train_metrics,
+        "device": device, "threads": threads, "precision": precision,
         "data_dir": str(data_dir) if data_dir else None,
     }
     if resume is not None and (config is not None or out is not None):

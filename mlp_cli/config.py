@@ -38,6 +38,8 @@ class Config:
     batch_size: int = 256
     epochs: int = 10
     seed: int = 0  # seeds the weights and the data order: same seed, same run (on one device)
+    report_every: int = 1  # evaluate the test split every N epochs (and after the last)
+    train_metrics: bool = False  # also evaluate the whole train split then (as the Flux example does)
     device: str = "auto"  # auto picks cuda, then mps, then cpu
     threads: int = 0  # CPU threads for torch's kernels; 0 uses every core this process may run on
     precision: str = "fp32"  # bf16 runs the forward pass under autocast: faster on some hardware, less exact
@@ -59,6 +61,8 @@ RANGE_CHECKS: dict[str, typing.Callable[[Any], str | None]] = {
     "epochs": lambda v: None if v >= 1 else "an integer >= 1",
     "seed": lambda v: None if 0 <= v <= MAX_SEED else f"an integer from 0 to {MAX_SEED}",
     "device": lambda v: None if DEVICE_PATTERN.fullmatch(v) else "auto, cpu, cuda, cuda:N or mps",
+    "report_every": lambda v: None if v >= 1 else "an integer >= 1",
+    "train_metrics": lambda v: None,
     "threads": lambda v: None if v >= 0 else "an integer >= 0 (0 uses every core)",
     "precision": lambda v: None if v in PRECISIONS else f"one of {', '.join(PRECISIONS)}",
 }
@@ -123,6 +127,8 @@ def coerce_value(where: str, value: Any, expected: Any) -> Any:
         expected = next(arg for arg in typing.get_args(expected) if arg is not type(None))
     if expected is str and isinstance(value, str):
         return value
+    if expected is bool and isinstance(value, bool):
+        return value
     if expected is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if expected is float and isinstance(value, int | float) and not isinstance(value, bool):
@@ -160,7 +166,9 @@ def config_to_toml(config: Config) -> str:
     for key, value in config_to_dict(config).items():
         if value is None:
             continue
-        if isinstance(value, str):
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, str):
             text = json.dumps(value, ensure_ascii=False)  # a JSON string is a valid TOML basic string
         elif isinstance(value, list):
             text = "[" + ", ".join(str(item) for item in value) + "]"

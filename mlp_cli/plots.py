@@ -95,8 +95,9 @@ def plot_curves(runs: list[tuple[str, list[dict]]], path: Path) -> None:
         for axes, metric in ((loss_axes, "loss"), (accuracy_axes, "accuracy")):
             axes.plot(epochs, [row[f"train_{metric}"] for row in rows], color=colour, linestyle="--",
                       marker=".", label=f"{prefix}train {metric}")
-            axes.plot(epochs, [row[f"test_{metric}"] for row in rows], color=colour, linestyle="-",
-                      marker=".", label=f"{prefix}test {metric}")
+            tested = [row for row in rows if row.get(f"test_{metric}") is not None]  # report_every skips some
+            axes.plot([row["epoch"] for row in tested], [row[f"test_{metric}"] for row in tested], color=colour,
+                      linestyle="-", marker=".", label=f"{prefix}test {metric}")
     for axes, name in ((loss_axes, "cross-entropy loss"), (accuracy_axes, "accuracy")):
         axes.set_xlabel("epoch")
         axes.set_title(name)

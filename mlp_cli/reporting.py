@@ -34,6 +34,11 @@ class ProgressWithTable(Progress):
         return [self.table, tasks_table] if self.table.row_count else [tasks_table]
 
 
+def number(value: float | None) -> str:
+    """Four decimals, or "-" for a metric not measured in this epoch."""
+    return "-" if value is None else f"{value:.4f}"
+
+
 def new_metrics_table() -> Table:
     table = Table(title="epoch metrics", title_justify="left")
     for header in ("epoch", "train loss", "train acc", "test loss", "test acc", "seconds"):
@@ -94,8 +99,8 @@ class RichReporter:
                              description=f"epoch {progress.epoch}/{self.num_epochs}")
 
     def on_epoch(self, metrics: EpochMetrics) -> None:
-        cells = (f"{metrics.epoch}", f"{metrics.train_loss:.4f}", f"{metrics.train_accuracy:.4f}",
-                 f"{metrics.test_loss:.4f}", f"{metrics.test_accuracy:.4f}", f"{metrics.seconds:.2f}")
+        cells = (f"{metrics.epoch}", number(metrics.train_loss), number(metrics.train_accuracy),
+                 number(metrics.test_loss), number(metrics.test_accuracy), f"{metrics.seconds:.2f}")
         self.table.add_row(*cells)
         if not self.is_live:
             self.console.print(

@@ -65,11 +65,13 @@ class EpochMetrics:
     """One row of metrics.jsonl."""
 
     epoch: int
-    train_loss: float
+    train_loss: float  # running averages over the epoch's batches, as D2L reports them
     train_accuracy: float
-    test_loss: float
-    test_accuracy: float
-    seconds: float  # training time of the epoch, evaluation excluded
+    test_loss: float | None = None  # None on epochs skipped by report_every
+    test_accuracy: float | None = None
+    seconds: float = 0.0  # training time of the epoch, evaluation excluded
+    train_eval_loss: float | None = None  # the whole train split after the epoch, with train_metrics
+    train_eval_accuracy: float | None = None
 
 
 @dataclass(frozen=True)
@@ -369,7 +371,8 @@ def fit(model: nn.Module, data: DataModule, config: Config, run_dir: Path, repor
         generator.set_state(state.order_state)
         torch.set_rng_state(state.torch_rng)
     history = list(state.history)
-    best_epoch = max(history, key=lambda row: row.test_accuracy).epoch if history else 0
+    scored = [row for row in history if row.test_accuracy is not None]
+    best_epoch = max(scored, key=lambda row: row.test_accuracy).epoch if scored else 0
     last_good = str(run_dir / LAST_CHECKPOINT) if history else "none (no epoch finished)"
     for epoch in range(len(history) + 1, config.epochs + 1):
         if state.progress is not None and epoch == len(state.history) + 1:
@@ -381,23 +384,36 @@ def fit(model: nn.Module, data: DataModule, config: Config, run_dir: Path, repor
             save_checkpoint(make_checkpoint(model, optimizer, data, config, history, progress, generator), path)
             raise TrainingStoppedError(f"stopped in epoch {epoch} after batch {progress.batches_done}; saved {path}; "
                                   f"resume with: mlp train --resume {path}", stop.exit_code)
-        test = evaluate(model, data, "test", config)
-        test_loss, test_accuracy = test.loss, test.accuracy
-        check_finite(test_loss, f"on the test split after epoch {epoch}", config, last_good)
-        history.append(EpochMetrics(epoch, progress.loss_sum.item() / progress.samples_done,
-                                    progress.correct.item() / progress.samples_done, test_loss, test_accuracy,
-                                    progress.seconds))
+        history.append(measure_epoch(model, data, config, epoch, progress, last_good))
         write_metrics(run_dir, history)
         reporter.on_epoch(history[-1])
         checkpoint = make_checkpoint(model, optimizer, data, config, history, None, generator)
         save_checkpoint(checkpoint, run_dir / LAST_CHECKPOINT)
         last_good = str(run_dir / LAST_CHECKPOINT)
         reporter.on_checkpoint(run_dir / LAST_CHECKPOINT)
-        if best_epoch == 0 or test_accuracy > history[best_epoch - 1].test_accuracy:
+        if history[-1].test_accuracy is not None and (
+                best_epoch == 0 or history[-1].test_accuracy > history[best_epoch - 1].test_accuracy):
             best_epoch = epoch
             save_checkpoint(checkpoint, run_dir / BEST_CHECKPOINT)
             reporter.on_checkpoint(run_dir / BEST_CHECKPOINT)
     return FitResult(run_dir, history, best_epoch)
+
+
+def measure_epoch(model: nn.Module, data: DataModule, config: Config, epoch: int, progress: EpochProgress,
+                  last_good: str) -> EpochMetrics:
+    """The epoch's metrics row: running train averages always; the test split (and with train_metrics, the
+    whole train split) evaluated every report_every epochs and after the last."""
+    row = EpochMetrics(epoch, progress.loss_sum.item() / progress.samples_done,
+                       progress.correct.item() / progress.samples_done, seconds=progress.seconds)
+    if epoch % config.report_every and epoch != config.epochs:
+        return row
+    test = evaluate(model, data, "test", config)
+    check_finite(test.loss, f"on the test split after epoch {epoch}", config, last_good)
+    row = dataclasses.replace(row, test_loss=test.loss, test_accuracy=test.accuracy)
+    if config.train_metrics:
+        train = evaluate(model, data, "train", config)
+        row = dataclasses.replace(row, train_eval_loss=train.loss, train_eval_accuracy=train.accuracy)
+    return row
 
 
 def write_metrics(run_dir: Path, history: list[EpochMetrics]) -> None:

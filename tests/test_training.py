@@ -46,7 +46,8 @@ def test_a_run_folder_holds_config_metrics_and_last_and_best_checkpoints(data_di
         "best.pt", "config.toml", "last.pt", "metrics.jsonl"]
     rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [row["epoch"] for row in rows] == [1, 2, 3]
-    assert set(rows[0]) == {"epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "seconds"}
+    assert set(rows[0]) == {"epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "seconds",
+                            "train_eval_loss", "train_eval_accuracy"}
     assert load_checkpoint(result.run_dir / "last.pt")["epoch"] == 3
     best_epoch = max(rows, key=lambda row: row["test_accuracy"])["epoch"]
     assert load_checkpoint(result.run_dir / "best.pt")["epoch"] == best_epoch == result.best_epoch
@@ -215,3 +216,20 @@ def test_adam_trains_and_resumes_exactly(data_dir: Path) -> None:
     assert all(torch.equal(a["model_state"][key], b["model_state"][key]) for key in a["model_state"])
     assert "exp_avg" in a["optimizer_state"]["state"][0]
     assert straight.history[-1].train_loss < straight.history[0].train_loss
+
+
+def test_report_every_evaluates_the_test_split_every_nth_epoch_and_after_the_last(data_dir: Path) -> None:
+    result = train(small_config(data_dir, epochs=5, report_every=2), Path("run"))
+    tested = [row.epoch for row in result.history if row.test_accuracy is not None]
+    assert tested == [2, 4, 5]
+    assert load_checkpoint(result.run_dir / "best.pt")["epoch"] in tested
+
+
+def test_train_metrics_evaluate_the_whole_train_split(data_dir: Path) -> None:
+    result = train(small_config(data_dir, epochs=2, train_metrics=True), Path("run"))
+    config, model = restore_model(load_checkpoint(result.run_dir / "last.pt"), result.run_dir / "last.pt")
+    from mlp_cli.data import load_data
+
+    whole = evaluate(model, load_data("fashion-mnist", data_dir), "train", config)
+    assert (result.history[-1].train_eval_loss, result.history[-1].train_eval_accuracy) == (whole.loss,
+                                                                                              whole.accuracy)
