@@ -439,3 +439,12 @@ def test_eval_errors_writes_a_grid_of_the_misclassified_images(data_dir: Path, m
     assert all(" -> " in title.replace("\n", " ") for title in shown["titles"])
     assert all(title.split("\n-> ")[0] != title.split("\n-> ")[1] for title in shown["titles"])
     assert Path("errors.png").exists()
+
+
+def test_no_color_is_honoured_even_where_colour_is_forced() -> None:
+    command = [str(Path(sys.executable).parent / "mlp"), "plot-activation", "relu", "--no-grad"]
+    coloured = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "FORCE_COLOR": "1"})
+    plain = subprocess.run(command, capture_output=True, text=True,
+                           env={**os.environ, "FORCE_COLOR": "1", "NO_COLOR": "1"})
+    assert "\x1b[" in coloured.stdout  # the test can tell colour from none
+    assert "\x1b[" not in plain.stdout and "relu(x)" in plain.stdout
