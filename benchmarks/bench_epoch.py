@@ -38,18 +38,11 @@ from mlp_cli.data import (
     load_data,
     read_idx_bytes,
 )
+from mlp_cli.devices import configure_threads, resolve_device
+from mlp_cli.events import NULL_REPORTER, TrainingPlan
 from mlp_cli.models import build_model
 from mlp_cli.reporting import RichReporter
-from mlp_cli.training import (
-    NULL_REPORTER,
-    EpochProgress,
-    TrainingPlan,
-    configure_threads,
-    derive_seed,
-    evaluate,
-    resolve_device,
-    train_epoch,
-)
+from mlp_cli.training import EpochProgress, derive_seed, evaluate, train_epoch
 
 IDX_HEADERS = {"images": (0x00000803, 3), "labels": (0x00000801, 1)}
 TRAIN_SAMPLES, TEST_SAMPLES, IMAGE_SIDE = 60000, 10000, 28

@@ -25,7 +25,7 @@ EXPORTS = {
     "fit": "mlp_cli.training",
     "resume_run": "mlp_cli.training",
     "evaluate": "mlp_cli.training",
-    "evaluate_checkpoint": "mlp_cli.training",
+    "evaluate_checkpoint": "mlp_cli.evaluation",
     "load_checkpoint": "mlp_cli.checkpoint",
 }
 __all__ = list(EXPORTS)

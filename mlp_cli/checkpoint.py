@@ -1,4 +1,4 @@
-"""Checkpoints: written atomically, loaded without running code, checked before use."""
+"""Checkpoints: written atomically, loaded without running code, checked before use, turned back into models."""
 
 import os
 import pickle
@@ -7,8 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from mlp_cli.errors import CheckpointError
+from mlp_cli.config import Config, validate_settings
+from mlp_cli.errors import CheckpointError, MlpError
+from mlp_cli.models import build_model
 
 CHECKPOINT_FORMAT = "mlp-checkpoint"
 FORMAT_VERSION = 1
@@ -73,3 +76,21 @@ def check_checkpoint(path: Path, checkpoint: Any) -> None:
     missing = [key for key in REQUIRED_KEYS if key not in checkpoint]
     if missing:
         raise CheckpointError(f"{path}: incomplete checkpoint, missing {', '.join(missing)}")
+
+
+def restore_model(checkpoint: dict[str, Any], path: Path) -> tuple[Config, nn.Module]:
+    """The config and trained model stored in a checkpoint, rebuilt from the checkpoint alone.
+
+    Raises:
+        CheckpointError: the stored config or weights do not fit the model they describe.
+    """
+    try:
+        config = validate_settings(checkpoint["config"])
+        shape = checkpoint["model"]
+        model = build_model(config.impl, shape["num_inputs"], config.hidden, shape["num_outputs"], config.sigma,
+                            config.activation)
+        model.load_state_dict(checkpoint["model_state"])
+    except (MlpError, KeyError, TypeError, RuntimeError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path}: checkpoint does not describe a usable model ({reason})") from err
+    return config, model

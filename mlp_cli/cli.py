@@ -139,10 +139,12 @@ def train_command(
         raise MlpError("--resume continues a run in its own folder with its own settings: "
                        "leave out --config and --out")
     settings = load_config(config, flags) if resume is None else None
+    from mlp_cli.events import ReporterGroup
     from mlp_cli.plots import CurvesReporter
     from mlp_cli.reporting import RichReporter
+    from mlp_cli.runs import METRICS_FILE
     from mlp_cli.signals import stop_on_signals
-    from mlp_cli.training import METRICS_FILE, ReporterGroup, resume_run, train
+    from mlp_cli.training import resume_run, train
 
     progress_console = Console(stderr=True, highlight=False, quiet=quiet)
     with stop_on_signals() as stop, RichReporter(progress_console) as terminal:
@@ -174,7 +176,7 @@ def eval_command(
 
     Example: mlp eval runs/concise5/best.pt --json
     """
-    from mlp_cli.training import evaluate_checkpoint
+    from mlp_cli.evaluation import evaluate_checkpoint
 
     result = evaluate_checkpoint(checkpoint, split, data_dir, device, errors)
     if confusion is not None:

@@ -9,7 +9,7 @@ import torch
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from mlp_cli.training import BatchProgress, EpochMetrics, TrainingPlan
+    from mlp_cli.events import BatchProgress, EpochMetrics, TrainingPlan
 
 from mlp_cli.errors import MlpError
 

@@ -6,10 +6,9 @@ from pathlib import Path
 
 import torch
 
-from mlp_cli.checkpoint import load_checkpoint
+from mlp_cli.checkpoint import load_checkpoint, restore_model
 from mlp_cli.data import PIXEL_MAX
 from mlp_cli.errors import MlpError
-from mlp_cli.training import restore_model
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn,
 from rich.table import Table
 from rich.text import Text
 
-from mlp_cli.training import BatchProgress, EpochMetrics, Evaluation, TrainingPlan
+from mlp_cli.evaluation import Evaluation
+from mlp_cli.events import BatchProgress, EpochMetrics, TrainingPlan
 
 REFRESHES_PER_SECOND = 4  # redraws are throttled by rich's own timer, never forced per batch
 

@@ -1,4 +1,7 @@
-"""The run folders on disk, summarised from their config.toml and metrics.jsonl (no torch needed)."""
+"""Run folders on disk: making a new one, and summarising old ones from config.toml and metrics.jsonl.
+
+No torch here, so `mlp runs` answers at once.
+"""
 
 import json
 from dataclasses import dataclass
@@ -8,8 +11,11 @@ from pathlib import Path
 from mlp_cli.config import read_toml
 from mlp_cli.errors import MlpError
 
+RUNS_ROOT = Path("runs")
 CONFIG_FILE = "config.toml"
 METRICS_FILE = "metrics.jsonl"
+LAST_CHECKPOINT = "last.pt"
+BEST_CHECKPOINT = "best.pt"
 
 
 @dataclass(frozen=True)
@@ -71,3 +77,37 @@ def list_runs(root: Path) -> list[RunSummary]:
         raise MlpError(f"{root}: no such folder of runs (train first, or pass the folder that holds them)")
     summaries = [summary for path in root.iterdir() if path.is_dir() and (summary := summarize_run(path))]
     return sorted(summaries, key=lambda summary: summary.updated, reverse=True)
+
+
+def create_run_dir(out: Path | None, impl: str, overwrite: bool = False) -> Path:
+    """A new, empty run folder: out if given, else runs/DATE-TIME-IMPL (never an existing run's folder).
+
+    overwrite allows an explicit out that holds a run: its run files are removed first.
+
+    Raises:
+        MlpError: out already holds files (and overwrite is off), or cannot be created.
+    """
+    try:
+        if out is not None:
+            if out.exists() and not out.is_dir():
+                raise MlpError(f"--out {out}: is a file, expected a folder for the run")
+            if out.exists() and any(out.iterdir()):
+                if not overwrite:
+                    raise MlpError(f"--out {out}: already exists and is not empty; runs are never overwritten: "
+                                   "choose a new folder, or pass --overwrite to replace that run")
+                for name in (CONFIG_FILE, METRICS_FILE, LAST_CHECKPOINT, BEST_CHECKPOINT):
+                    (out / name).unlink(missing_ok=True)
+            out.mkdir(parents=True, exist_ok=True)
+            return out
+        stem = f"{datetime.now():%Y%m%d-%H%M%S}-{impl}"
+        RUNS_ROOT.mkdir(parents=True, exist_ok=True)
+        for attempt in range(1, 1000):
+            run_dir = RUNS_ROOT / (stem if attempt == 1 else f"{stem}-{attempt}")
+            try:
+                run_dir.mkdir()
+                return run_dir
+            except FileExistsError:
+                continue
+    except OSError as err:
+        raise MlpError(f"cannot create a run folder ({err})") from err
+    raise MlpError(f"{RUNS_ROOT}: too many runs named {stem}-*")

@@ -11,196 +11,26 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional
 
-from mlp_cli.checkpoint import load_checkpoint, save_checkpoint
-from mlp_cli.config import DEVICE_PATTERN, Config, config_to_dict, config_to_toml, validate_settings
-from mlp_cli.data import SPLITS, DataModule, load_data
+from mlp_cli.checkpoint import load_checkpoint, restore_model, save_checkpoint
+from mlp_cli.config import Config, config_to_dict, config_to_toml, validate_settings
+from mlp_cli.data import DataModule, load_data
+from mlp_cli.devices import prepare_device
 from mlp_cli.errors import CheckpointError, ConfigError, MlpError, TrainingDivergedError, TrainingStoppedError
+from mlp_cli.events import NULL_REPORTER, BatchProgress, EpochMetrics, FitResult, Reporter, TrainingPlan
 from mlp_cli.models import build_model
-from mlp_cli.runs import CONFIG_FILE, METRICS_FILE
+from mlp_cli.runs import BEST_CHECKPOINT, CONFIG_FILE, LAST_CHECKPOINT, METRICS_FILE, create_run_dir
 from mlp_cli.signals import StopRequest
 
 REPORT_INTERVAL_SECONDS = 0.1  # each report reads the loss back from the device: a few times a second at most
-RUNS_ROOT = Path("runs")
-LAST_CHECKPOINT = "last.pt"
-BEST_CHECKPOINT = "best.pt"
 
 
-@dataclass(frozen=True)
-class TrainingPlan:
-    """What is about to happen, for the reporter to show before the first batch."""
-
-    impl: str
-    hidden: tuple[int, ...]
-    num_parameters: int
-    device: str
-    threads: int
-    precision: str
-    dataset: str
-    data_source: str
-    train_samples: int
-    test_samples: int
-    batch_size: int
-    first_epoch: int  # 1, or later when a run resumes
-    num_epochs: int
-    run_dir: str
-
-
-@dataclass(frozen=True)
-class BatchProgress:
-    epoch: int
-    samples_done: int  # in this epoch
-    loss: float  # of the latest batch
-
-
-@dataclass(frozen=True)
-class EpochMetrics:
-    """One row of metrics.jsonl."""
-
-    epoch: int
-    train_loss: float  # running averages over the epoch's batches, as D2L reports them
-    train_accuracy: float
-    test_loss: float | None = None  # None on epochs skipped by report_every
-    test_accuracy: float | None = None
-    seconds: float = 0.0  # training time of the epoch, evaluation excluded
-    train_eval_loss: float | None = None  # the whole train split after the epoch, with train_metrics
-    train_eval_accuracy: float | None = None
-
-
-@dataclass(frozen=True)
-class FitResult:
-    run_dir: Path
-    history: list[EpochMetrics]
-    best_epoch: int
-
-    @property
-    def best_checkpoint(self) -> Path:
-        return self.run_dir / BEST_CHECKPOINT
-
-
-class Reporter(Protocol):
-    """Receives training events; RichReporter draws them, tests record them."""
-
-    def on_start(self, plan: TrainingPlan) -> None: ...
-    def on_batch(self, progress: BatchProgress) -> None: ...
-    def on_epoch(self, metrics: EpochMetrics) -> None: ...
-    def on_checkpoint(self, path: Path) -> None: ...
-
-
-class NullReporter:
-    """Reports nothing: the default for notebooks and scripts."""
-
-    def on_start(self, plan: TrainingPlan) -> None: ...
-    def on_batch(self, progress: BatchProgress) -> None: ...
-    def on_epoch(self, metrics: EpochMetrics) -> None: ...
-    def on_checkpoint(self, path: Path) -> None: ...
-
-
-NULL_REPORTER = NullReporter()
-
-
-class ReporterGroup:
-    """Passes every event to each of several reporters, in order (e.g. the terminal, then the curves)."""
-
-    def __init__(self, *reporters: Reporter) -> None:
-        self.reporters = reporters
-
-    def on_start(self, plan: TrainingPlan) -> None:
-        for reporter in self.reporters:
-            reporter.on_start(plan)
-
-    def on_batch(self, progress: BatchProgress) -> None:
-        for reporter in self.reporters:
-            reporter.on_batch(progress)
-
-    def on_epoch(self, metrics: EpochMetrics) -> None:
-        for reporter in self.reporters:
-            reporter.on_epoch(metrics)
-
-    def on_checkpoint(self, path: Path) -> None:
-        for reporter in self.reporters:
-            reporter.on_checkpoint(path)
-
-
-def resolve_device(name: str) -> torch.device:
-    """The torch device for a --device value; auto prefers cuda, then mps, then cpu.
-
-    Raises:
-        MlpError: the requested accelerator is not available on this machine.
-    """
-    if not DEVICE_PATTERN.fullmatch(name):
-        raise MlpError(f"--device {name}: expected auto, cpu, cuda, cuda:N or mps")
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise MlpError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise MlpError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise MlpError(f"--device {name}: MPS is not available on this machine; use --device cpu or auto")
-    return device
-
-
-def check_precision(device: torch.device, precision: str) -> None:
-    """Raise MlpError if device cannot run precision (bf16 autocast works on CPUs and most CUDA GPUs)."""
-    if precision != "bf16":
-        return
-    if device.type == "mps":
-        raise MlpError("--precision bf16: not supported on mps; use --precision fp32")
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise MlpError(f"--precision bf16: {torch.cuda.get_device_name(device)} has no bf16 support; use fp32")
-
-
-def configure_threads(threads: int) -> int:
-    """Set torch's CPU thread count before any work (0 = every core this process may run on); return it."""
-    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    count = threads or available
-    torch.set_num_threads(count)
-    return count
-
-
-def create_run_dir(out: Path | None, impl: str, overwrite: bool = False) -> Path:
-    """A new, empty run folder: out if given, else runs/DATE-TIME-IMPL (never an existing run's folder).
-
-    overwrite allows an explicit out that holds a run: its run files are removed first.
-
-    Raises:
-        MlpError: out already holds files (and overwrite is off), or cannot be created.
-    """
-    try:
-        if out is not None:
-            if out.exists() and not out.is_dir():
-                raise MlpError(f"--out {out}: is a file, expected a folder for the run")
-            if out.exists() and any(out.iterdir()):
-                if not overwrite:
-                    raise MlpError(f"--out {out}: already exists and is not empty; runs are never overwritten: "
-                                   "choose a new folder, or pass --overwrite to replace that run")
-                for name in (CONFIG_FILE, METRICS_FILE, LAST_CHECKPOINT, BEST_CHECKPOINT):
-                    (out / name).unlink(missing_ok=True)
-            out.mkdir(parents=True, exist_ok=True)
-            return out
-        stem = f"{datetime.now():%Y%m%d-%H%M%S}-{impl}"
-        RUNS_ROOT.mkdir(parents=True, exist_ok=True)
-        for attempt in range(1, 1000):
-            run_dir = RUNS_ROOT / (stem if attempt == 1 else f"{stem}-{attempt}")
-            try:
-                run_dir.mkdir()
-                return run_dir
-            except FileExistsError:
-                continue
-    except OSError as err:
-        raise MlpError(f"cannot create a run folder ({err})") from err
-    raise MlpError(f"{RUNS_ROOT}: too many runs named {stem}-*")
 
 
 def precision_context(data: DataModule, config: Config) -> contextlib.AbstractContextManager:
@@ -439,12 +269,6 @@ def describe_run(config: Config, model: nn.Module, device: torch.device, threads
     )
 
 
-def prepare_device(config: Config) -> tuple[torch.device, int]:
-    """The device and thread count for config, set up before any tensor work."""
-    device = resolve_device(config.device)
-    check_precision(device, config.precision)
-    return device, configure_threads(config.threads)
-
 
 def train(config: Config, out: Path | None = None, reporter: Reporter = NULL_REPORTER,
           stop: StopRequest | None = None, overwrite: bool = False) -> FitResult:
@@ -512,74 +336,3 @@ def resume_run(path: Path, overrides: dict[str, Any], reporter: Reporter = NULL_
                      checkpoint["rng"]["torch"])
     reporter.on_start(describe_run(config, model, device, threads, data, run_dir, first_epoch=epochs_done + 1))
     return fit(model, data, config, run_dir, reporter, state, stop)
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """What `mlp eval` reports."""
-
-    checkpoint: str
-    epoch: int
-    split: str
-    loss: float
-    accuracy: float
-    recorded_accuracy: float | None  # the test accuracy logged for this epoch during training
-    stopped_after_batch: int | None  # set when the run was stopped mid-epoch: batches into the next epoch
-    class_names: list[str]
-    per_class_accuracy: list[float]  # in the order of class_names
-    confusion: list[list[int]]  # row = true class, column = predicted class
-
-
-def restore_model(checkpoint: dict[str, Any], path: Path) -> tuple[Config, nn.Module]:
-    """The config and trained model stored in a checkpoint, rebuilt from the checkpoint alone.
-
-    Raises:
-        CheckpointError: the stored config or weights do not fit the model they describe.
-    """
-    try:
-        config = validate_settings(checkpoint["config"])
-        shape = checkpoint["model"]
-        model = build_model(config.impl, shape["num_inputs"], config.hidden, shape["num_outputs"], config.sigma,
-                            config.activation)
-        model.load_state_dict(checkpoint["model_state"])
-    except (MlpError, KeyError, TypeError, RuntimeError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path}: checkpoint does not describe a usable model ({reason})") from err
-    return config, model
-
-
-def evaluate_checkpoint(path: Path | str, split: str = "test", data_dir: Path | None = None,
-                        device: str = "auto", errors_image: Path | None = None) -> Evaluation:
-    """Loss, accuracy and confusions of a saved model on a split of the data set it was trained on.
-
-    errors_image, if given, receives a grid of misclassified images with their true and predicted labels.
-
-    Raises:
-        MlpError: the checkpoint or the data cannot be used.
-    """
-    path = Path(path)
-    if split not in SPLITS:
-        raise MlpError(f"--split {split}: expected one of {', '.join(SPLITS)}")
-    checkpoint = load_checkpoint(path)
-    config, model = restore_model(checkpoint, path)
-    torch_device = resolve_device(device)
-    stored_dir = Path(config.data_dir) if config.data_dir else None
-    data = load_data(config.dataset, data_dir or stored_dir, torch_device)
-    if data.num_inputs != checkpoint["model"]["num_inputs"]:
-        raise MlpError(f"{data.source}: images have {data.num_inputs} pixels, the model expects "
-                       f"{checkpoint['model']['num_inputs']}")
-    metrics = evaluate(model.to(torch_device), data, split, config)
-    epoch, progress = checkpoint["epoch"], checkpoint.get("progress")
-    stopped_after_batch = progress["batches_done"] if progress else None
-    rows = [row for row in checkpoint["metrics"] if row.get("epoch") == epoch]
-    # weights saved mid-epoch (after a Ctrl-C) are not the ones whose accuracy was recorded
-    recorded = rows[0]["test_accuracy"] if rows and split == "test" and progress is None else None
-    per_class = metrics.confusion.diag() / metrics.confusion.sum(dim=1).clamp(min=1)
-    if errors_image is not None:
-        from mlp_cli.plots import plot_mistakes  # matplotlib only when a picture is asked for
-
-        images, labels = data.split(split)
-        plot_mistakes(images.cpu(), labels.cpu(), metrics.predictions, data.class_names, errors_image)
-    return Evaluation(str(path), epoch, split, metrics.loss, metrics.accuracy, recorded, stopped_after_batch,
-                      class_names=list(data.class_names), per_class_accuracy=per_class.tolist(),
-                      confusion=metrics.confusion.tolist())

@@ -370,8 +370,9 @@ def test_runs_of_a_missing_folder_is_a_one_line_error() -> None:
 
 def test_every_run_folder_gets_learning_curves_redrawn_after_each_epoch(data_dir: Path) -> None:
     from mlp_cli.config import load_config
+    from mlp_cli.events import ReporterGroup
     from mlp_cli.plots import CurvesReporter
-    from mlp_cli.training import ReporterGroup, train
+    from mlp_cli.training import train
 
     drawings = []
 

@@ -10,10 +10,11 @@ import pytest
 import torch
 from conftest import TRAIN_COUNT, write_dataset
 
-from mlp_cli.checkpoint import load_checkpoint
+from mlp_cli.checkpoint import load_checkpoint, restore_model
 from mlp_cli.config import Config, load_config
 from mlp_cli.errors import MlpError
-from mlp_cli.training import BatchProgress, EpochMetrics, TrainingPlan, evaluate, restore_model, train
+from mlp_cli.events import BatchProgress, EpochMetrics, TrainingPlan
+from mlp_cli.training import evaluate, train
 
 
 @dataclass
@@ -126,7 +127,7 @@ def test_an_unavailable_accelerator_is_a_clear_error(data_dir: Path) -> None:
 
 
 def test_the_library_does_not_import_the_terminal_side() -> None:
-    code = "import sys, mlp_cli.training, mlp_cli.data, mlp_cli.models, mlp_cli.checkpoint; " \
+    code = "import sys, mlp_cli.training, mlp_cli.evaluation, mlp_cli.data, mlp_cli.models, mlp_cli.checkpoint; " \
            "print(sorted({'rich', 'typer', 'matplotlib'} & {m.split('.')[0] for m in sys.modules}))"
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert output.strip() == "[]"

@@ -1,0 +1,106 @@
+"""What training tells the outside world: plain, frozen records and the Reporter interface that receives them.
+
+No torch here, so the terminal and plotting sides can use these types without importing it.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from mlp_cli.runs import BEST_CHECKPOINT
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """What is about to happen, for the reporter to show before the first batch."""
+
+    impl: str
+    hidden: tuple[int, ...]
+    num_parameters: int
+    device: str
+    threads: int
+    precision: str
+    dataset: str
+    data_source: str
+    train_samples: int
+    test_samples: int
+    batch_size: int
+    first_epoch: int  # 1, or later when a run resumes
+    num_epochs: int
+    run_dir: str
+
+
+@dataclass(frozen=True)
+class BatchProgress:
+    epoch: int
+    samples_done: int  # in this epoch
+    loss: float  # of the latest batch
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    """One row of metrics.jsonl."""
+
+    epoch: int
+    train_loss: float  # running averages over the epoch's batches, as D2L reports them
+    train_accuracy: float
+    test_loss: float | None = None  # None on epochs skipped by report_every
+    test_accuracy: float | None = None
+    seconds: float = 0.0  # training time of the epoch, evaluation excluded
+    train_eval_loss: float | None = None  # the whole train split after the epoch, with train_metrics
+    train_eval_accuracy: float | None = None
+
+
+@dataclass(frozen=True)
+class FitResult:
+    run_dir: Path
+    history: list[EpochMetrics]
+    best_epoch: int
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.run_dir / BEST_CHECKPOINT
+
+
+class Reporter(Protocol):
+    """Receives training events; RichReporter draws them, tests record them."""
+
+    def on_start(self, plan: TrainingPlan) -> None: ...
+    def on_batch(self, progress: BatchProgress) -> None: ...
+    def on_epoch(self, metrics: EpochMetrics) -> None: ...
+    def on_checkpoint(self, path: Path) -> None: ...
+
+
+class NullReporter:
+    """Reports nothing: the default for notebooks and scripts."""
+
+    def on_start(self, plan: TrainingPlan) -> None: ...
+    def on_batch(self, progress: BatchProgress) -> None: ...
+    def on_epoch(self, metrics: EpochMetrics) -> None: ...
+    def on_checkpoint(self, path: Path) -> None: ...
+
+
+NULL_REPORTER = NullReporter()
+
+
+class ReporterGroup:
+    """Passes every event to each of several reporters, in order (e.g. the terminal, then the curves)."""
+
+    def __init__(self, *reporters: Reporter) -> None:
+        self.reporters = reporters
+
+    def on_start(self, plan: TrainingPlan) -> None:
+        for reporter in self.reporters:
+            reporter.on_start(plan)
+
+    def on_batch(self, progress: BatchProgress) -> None:
+        for reporter in self.reporters:
+            reporter.on_batch(progress)
+
+    def on_epoch(self, metrics: EpochMetrics) -> None:
+        for reporter in self.reporters:
+            reporter.on_epoch(metrics)
+
+    def on_checkpoint(self, path: Path) -> None:
+        for reporter in self.reporters:
+            reporter.on_checkpoint(path)
