@@ -93,6 +93,12 @@ def train_command(
     optimizer: Annotated[str | None, typer.Option(
         help=f"{' or '.join(OPTIMIZERS)}.", show_default=default("optimizer"))] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate.", show_default=default("lr"))] = None,
+    momentum: Annotated[float | None, typer.Option(
+        help="Momentum of --optimizer momentum.", show_default=default("momentum"))] = None,
+    weight_decay: Annotated[float | None, typer.Option(
+        help="L2 penalty (decoupled for adamw).", show_default=default("weight_decay"))] = None,
+    dropout: Annotated[float | None, typer.Option(
+        help="Drop each hidden unit with this probability while training.", show_default=default("dropout"))] = None,
     batch_size: Annotated[int | None, typer.Option(help="Minibatch size.", show_default=default("batch_size"))] = None,
     epochs: Annotated[int | None, typer.Option(
         help="Passes over the training set.", show_default=default("epochs"))] = None,
@@ -130,7 +136,8 @@ def train_command(
     """
     flags = {
         "impl": impl, "dataset": dataset, "hidden": hidden, "activation": activation, "sigma": sigma,
-        "optimizer": optimizer, "lr": lr, "batch_size": batch_size,
+        "optimizer": optimizer, "lr": lr, "momentum": momentum, "weight_decay": weight_decay, "dropout": dropout,
+        "batch_size": batch_size,
         "epochs": epochs, "seed": seed, "report_every": report_every, "train_metrics": train_metrics,
         "device": device, "threads": threads, "precision": precision,
         "data_dir": str(data_dir) if data_dir else None,

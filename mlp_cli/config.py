@@ -18,7 +18,7 @@ IMPLS = ("scratch", "concise")
 DATASETS = ("fashion-mnist", "mnist")
 PRECISIONS = ("fp32", "bf16")
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "identity")  # hidden-layer nonlinearities both models implement
-OPTIMIZERS = ("sgd", "adam")
+OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 MAX_SEED = 2**63 - 1
 
@@ -33,8 +33,11 @@ class Config:
     hidden: tuple[int, ...] = (256,)  # one entry per hidden layer: H1, H2, ...
     activation: str = "relu"  # of the hidden layers; identity shows the collapse to one affine map
     sigma: float = 0.01  # std of the scratch model's normal weight init (concise keeps torch's init)
-    optimizer: str = "sgd"  # minibatch SGD as in the book, or adam
+    optimizer: str = "sgd"  # minibatch SGD as in the book; momentum (SGD with momentum), adam, adamw
     lr: float = 0.1
+    momentum: float = 0.9  # used by the momentum optimizer only
+    weight_decay: float = 0.0  # L2 penalty added to the gradient (decoupled for adamw)
+    dropout: float = 0.0  # probability of zeroing each hidden unit while training (D2L 5.6)
     batch_size: int = 256
     epochs: int = 10
     seed: int = 0  # seeds the weights and the data order: same seed, same run (on one device)
@@ -55,6 +58,9 @@ RANGE_CHECKS: dict[str, typing.Callable[[Any], str | None]] = {
     "hidden": lambda v: None if v and all(size >= 1 for size in v) else "one or more sizes >= 1",
     "activation": lambda v: None if v in ACTIVATIONS else f"one of {', '.join(ACTIVATIONS)}",
     "optimizer": lambda v: None if v in OPTIMIZERS else f"one of {', '.join(OPTIMIZERS)}",
+    "momentum": lambda v: None if 0 <= v < 1 else "a number in [0, 1)",
+    "weight_decay": lambda v: None if math.isfinite(v) and v >= 0 else "a finite number >= 0",
+    "dropout": lambda v: None if 0 <= v < 1 else "a number in [0, 1)",
     "sigma": lambda v: None if math.isfinite(v) and v > 0 else "a finite number > 0",
     "lr": lambda v: None if math.isfinite(v) and v > 0 else "a finite number > 0",
     "batch_size": lambda v: None if v >= 1 else "an integer >= 1",

@@ -162,10 +162,15 @@ FRESH_RUN = RunState(None, [], None, None, None)
 
 
 def make_optimizer(model: nn.Module, config: Config) -> torch.optim.Optimizer:
-    """Minibatch SGD as in the book, or Adam (the Flux example's choice)."""
+    """Minibatch SGD as in the book, SGD with momentum, Adam (the Flux example's choice) or AdamW."""
+    parameters, lr, decay = model.parameters(), config.lr, config.weight_decay
+    if config.optimizer == "momentum":
+        return torch.optim.SGD(parameters, lr=lr, momentum=config.momentum, weight_decay=decay)
     if config.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=config.lr)
-    return torch.optim.SGD(model.parameters(), lr=config.lr)
+        return torch.optim.Adam(parameters, lr=lr, weight_decay=decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(parameters, lr=lr, weight_decay=decay)
+    return torch.optim.SGD(parameters, lr=lr, weight_decay=decay)
 
 
 def make_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, data: DataModule, config: Config,
@@ -282,7 +287,7 @@ def train(config: Config, out: Path | None = None, reporter: Reporter = NULL_REP
     torch.manual_seed(config.seed)
     # built on the CPU so that a seed gives the same initial weights on every device
     model = build_model(config.impl, data.num_inputs, config.hidden, data.num_classes, config.sigma,
-                        config.activation)
+                        config.activation, config.dropout)
     model.to(device)
     run_dir = create_run_dir(out, config.impl, overwrite)
     (run_dir / CONFIG_FILE).write_text(config_to_toml(config))

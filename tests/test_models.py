@@ -144,3 +144,48 @@ def test_without_a_nonlinearity_the_mlp_is_one_affine_map() -> None:
     b = model.b1 @ model.W2 + model.b2
     X = torch.rand(50, 784)
     torch.testing.assert_close(model(X), X @ W + b, rtol=1e-4, atol=1e-4)
+
+
+def test_dropout_zeroes_about_p_of_the_units_and_scales_the_rest() -> None:
+    from mlp_cli.models.scratch import dropout_layer
+
+    torch.manual_seed(0)
+    X = torch.ones(1000, 1000)
+    dropped = dropout_layer(X, 0.3)
+    assert (dropped == 0).float().mean().item() == pytest.approx(0.3, abs=0.005)
+    assert torch.allclose(dropped[dropped != 0], torch.tensor(1 / 0.7))
+    assert dropped.mean().item() == pytest.approx(1.0, abs=0.01)  # the expectation is kept
+
+
+@pytest.mark.parametrize("impl", ["scratch", "concise"])
+def test_dropout_acts_in_training_mode_only(impl: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(impl, 784, [256], 10, 0.01, "relu", 0.5)
+    images = torch.rand(8, 1, 28, 28)
+    model.train()
+    assert not torch.equal(model(images), model(images))  # a fresh mask each time
+    model.eval()
+    assert torch.equal(model(images), model(images))
+    without = build_model(impl, 784, [256], 10, 0.01, "relu", 0.0)
+    if impl == "scratch":
+        without.load_state_dict(model.state_dict())
+    else:
+        copy_linears(model, without)
+    without.eval()
+    torch.testing.assert_close(model(images), without(images))  # evaluation ignores dropout
+
+
+def copy_linears(source: nn.Module, target: nn.Module) -> None:
+    with torch.no_grad():
+        pairs = zip([m for m in source if isinstance(m, nn.Linear)], [m for m in target if isinstance(m, nn.Linear)],
+                    strict=True)
+        for from_layer, to_layer in pairs:
+            to_layer.weight.copy_(from_layer.weight)
+            to_layer.bias.copy_(from_layer.bias)
+
+
+def test_the_concise_model_gets_a_dropout_layer_after_each_hidden_activation() -> None:
+    model = build_model("concise", 784, [64, 32], 10, 0.01, "relu", 0.2)
+    assert [type(layer) for layer in model] == [nn.Flatten, nn.Linear, nn.ReLU, nn.Dropout, nn.Linear, nn.ReLU,
+                                                nn.Dropout, nn.Linear]
+    assert all(layer.p == 0.2 for layer in model if isinstance(layer, nn.Dropout))

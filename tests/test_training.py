@@ -14,6 +14,7 @@ from mlp_cli.checkpoint import load_checkpoint, restore_model
 from mlp_cli.config import Config, load_config
 from mlp_cli.errors import MlpError
 from mlp_cli.events import BatchProgress, EpochMetrics, TrainingPlan
+from mlp_cli.models import build_model
 from mlp_cli.training import evaluate, train
 
 
@@ -234,3 +235,23 @@ def test_train_metrics_evaluate_the_whole_train_split(data_dir: Path) -> None:
     whole = evaluate(model, load_data("fashion-mnist", data_dir), "train", config)
     assert (result.history[-1].train_eval_loss, result.history[-1].train_eval_accuracy) == (whole.loss,
                                                                                               whole.accuracy)
+
+
+def test_weight_decay_adds_decay_times_weight_to_the_gradient() -> None:
+    from mlp_cli.training import make_optimizer
+
+    torch.manual_seed(0)
+    model = build_model("scratch", 784, [8], 10, 0.1)
+    before = model.W1.detach().clone()
+    gradient = torch.randn_like(before)
+    model.W1.grad = gradient.clone()
+    config = load_config(None, {"lr": 0.5, "weight_decay": 0.01})
+    make_optimizer(model, config).step()
+    torch.testing.assert_close(model.W1.detach(), before - 0.5 * (gradient + 0.01 * before))
+
+
+@pytest.mark.parametrize("optimizer", ["momentum", "adamw"])
+def test_every_optimizer_trains(data_dir: Path, optimizer: str) -> None:
+    lr = 0.05 if optimizer == "momentum" else 1e-3
+    result = train(small_config(data_dir, optimizer=optimizer, lr=lr, epochs=4, dropout=0.2), Path("run"))
+    assert result.history[-1].train_loss < result.history[0].train_loss

@@ -9,6 +9,12 @@ from torch import nn
 from mlp_cli.activations import HIDDEN_ACTIVATIONS
 
 
+def dropout_layer(X: torch.Tensor, dropout: float) -> torch.Tensor:
+    """Zero each element with probability dropout and scale the rest by 1 / (1 - dropout) (D2L 5.6.2)."""
+    mask = (torch.rand(X.shape, device=X.device) > dropout).float()
+    return mask * X / (1.0 - dropout)
+
+
 class MLPScratch(nn.Module):
     """H1 = sigma(X W1 + b1), H2 = sigma(H1 W2 + b2), ..., O = H_L W_{L+1} + b_{L+1} (D2L 5.1, 5.2.1).
 
@@ -16,9 +22,10 @@ class MLPScratch(nn.Module):
     """
 
     def __init__(self, num_inputs: int, num_hiddens: Sequence[int], num_outputs: int, sigma: float,
-                 activation: str = "relu"):
+                 activation: str = "relu", dropout: float = 0.0):
         super().__init__()
         self.num_inputs = num_inputs
+        self.dropout = dropout
         self.activation = HIDDEN_ACTIVATIONS[activation]
         self.num_layers = len(num_hiddens) + 1
         widths = [num_inputs, *num_hiddens, num_outputs]
@@ -34,6 +41,8 @@ class MLPScratch(nn.Module):
         for layer in range(1, self.num_layers):
             W, b = getattr(self, f"W{layer}"), getattr(self, f"b{layer}")
             H = self.activation(H @ W + b)  # (n, h_layer)
+            if self.training and self.dropout > 0:
+                H = dropout_layer(H, self.dropout)
         W, b = getattr(self, f"W{self.num_layers}"), getattr(self, f"b{self.num_layers}")
         O = H @ W + b  # (n, q)
         return O
