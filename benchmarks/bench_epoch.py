@@ -97,7 +97,7 @@ def measure_mlp_epoch(config: Config, data, repeats: int, synchronize) -> tuple[
     device = data.train_labels.device
     plan = TrainingPlan(config.impl, config.hidden, 0, str(device), 0, config.precision,
                         config.dataset, str(data.source), len(data.train_labels), len(data.test_labels),
-                        config.batch_size, 1, repeats + 1, "benchmark")
+                        config.batch_size, 1, repeats + 1, 0, "benchmark")
     epochs = iter(range(1, 1000))
 
     def epoch() -> None:

@@ -106,6 +106,9 @@ def train_command(
         help="Seed for the initial weights and the data order.", show_default=default("seed"))] = None,
     device: Annotated[str | None, typer.Option(
         help="auto, cpu, cuda, cuda:N or mps.", show_default=default("device"))] = None,
+    val_size: Annotated[int | None, typer.Option(
+        help="Hold out N training images to choose best.pt; the test split is then evaluated at the end only.",
+        show_default=default("val_size"))] = None,
     report_every: Annotated[int | None, typer.Option(
         help="Evaluate the test split every N epochs (and after the last).",
         show_default=default("report_every"))] = None,
@@ -137,8 +140,8 @@ def train_command(
     flags = {
         "impl": impl, "dataset": dataset, "hidden": hidden, "activation": activation, "sigma": sigma,
         "optimizer": optimizer, "lr": lr, "momentum": momentum, "weight_decay": weight_decay, "dropout": dropout,
-        "batch_size": batch_size,
-        "epochs": epochs, "seed": seed, "report_every": report_every, "train_metrics": train_metrics,
+        "batch_size": batch_size, "epochs": epochs, "seed": seed, "val_size": val_size,
+        "report_every": report_every, "train_metrics": train_metrics,
         "device": device, "threads": threads, "precision": precision,
         "data_dir": str(data_dir) if data_dir else None,
     }
@@ -160,9 +163,11 @@ def train_command(
             result = train(settings, out, reporter, stop, overwrite)
         else:
             result = resume_run(resume, flags, reporter, stop)
-    best = result.history[result.best_epoch - 1]
-    stdout.print(f"best test accuracy {best.test_accuracy:.4f} at epoch {best.epoch}: {result.best_checkpoint}",
-                 markup=False, soft_wrap=True)
+    best, split = result.history[result.best_epoch - 1], result.selected_by
+    summary = f"best {split} accuracy {getattr(best, f'{split}_accuracy'):.4f} at epoch {best.epoch}"
+    if split == "val":
+        summary += f" (final test accuracy {result.history[-1].test_accuracy:.4f})"
+    stdout.print(f"{summary}: {result.best_checkpoint}", markup=False, soft_wrap=True)
     stdout.print(f"metrics: {result.run_dir / METRICS_FILE}; evaluate with: mlp eval {result.best_checkpoint}",
                  markup=False, soft_wrap=True)
 

@@ -41,6 +41,7 @@ class Config:
     batch_size: int = 256
     epochs: int = 10
     seed: int = 0  # seeds the weights and the data order: same seed, same run (on one device)
+    val_size: int = 0  # hold out this many training images to choose best.pt; 0 uses the test split (D2L)
     report_every: int = 1  # evaluate the test split every N epochs (and after the last)
     train_metrics: bool = False  # also evaluate the whole train split then (as the Flux example does)
     device: str = "auto"  # auto picks cuda, then mps, then cpu
@@ -67,6 +68,7 @@ RANGE_CHECKS: dict[str, typing.Callable[[Any], str | None]] = {
     "epochs": lambda v: None if v >= 1 else "an integer >= 1",
     "seed": lambda v: None if 0 <= v <= MAX_SEED else f"an integer from 0 to {MAX_SEED}",
     "device": lambda v: None if DEVICE_PATTERN.fullmatch(v) else "auto, cpu, cuda, cuda:N or mps",
+    "val_size": lambda v: None if v >= 0 else "an integer >= 0",
     "report_every": lambda v: None if v >= 1 else "an integer >= 1",
     "train_metrics": lambda v: None,
     "threads": lambda v: None if v >= 0 else "an integer >= 0 (0 uses every core)",

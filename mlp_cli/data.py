@@ -4,6 +4,7 @@ The data sets are tiny (Fashion-MNIST's training images are 47 MB as uint8), so 
 on the training device and a batch is an index slice: no per-sample Python, no PIL, no worker processes.
 """
 
+import dataclasses
 import gzip
 import math
 import os
@@ -203,6 +204,8 @@ class DataModule:
     train_labels: torch.Tensor  # (n_train,)
     test_images: torch.Tensor
     test_labels: torch.Tensor
+    val_images: torch.Tensor | None = None  # held out of the training split by hold_out()
+    val_labels: torch.Tensor | None = None
 
     @property
     def num_inputs(self) -> int:
@@ -214,9 +217,11 @@ class DataModule:
         return len(self.class_names)
 
     def split(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """The (images, labels) of "train" or "test"."""
+        """The (images, labels) of "train", "val" (if held out) or "test"."""
         if split == "train":
             return self.train_images, self.train_labels
+        if split == "val" and self.val_labels is not None:
+            return self.val_images, self.val_labels
         return self.test_images, self.test_labels
 
     def batches(self, split: str, batch_size: int, generator: torch.Generator | None = None,
@@ -239,6 +244,23 @@ class DataModule:
             indices = order[start:start + batch_size]
             # index_select gathers rows about twice as fast as images[indices] (measured on CPU)
             yield images.index_select(0, indices), labels.index_select(0, indices)
+
+
+def hold_out(data: DataModule, count: int, generator: torch.Generator) -> DataModule:
+    """data with count random training images moved to a validation split, for honest model selection.
+
+    Raises:
+        DataError: count leaves no training images.
+    """
+    total = len(data.train_labels)
+    if not 1 <= count < total:
+        raise DataError(f"--val-size {count}: the training split has {total} images; expected 1 to {total - 1}")
+    order = torch.randperm(total, generator=generator).to(data.train_labels.device)
+    kept, held = order[count:].sort().values, order[:count].sort().values
+    images, labels = data.train_images, data.train_labels
+    return dataclasses.replace(data, train_images=images.index_select(0, kept),
+                               train_labels=labels.index_select(0, kept), val_images=images.index_select(0, held),
+                               val_labels=labels.index_select(0, held))
 
 
 def load_data(dataset: str, data_dir: Path | None = None, device: torch.device | str = "cpu",

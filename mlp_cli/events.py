@@ -27,6 +27,7 @@ class TrainingPlan:
     batch_size: int
     first_epoch: int  # 1, or later when a run resumes
     num_epochs: int
+    val_size: int  # images held out for validation (0: the test split selects best.pt, as in D2L)
     run_dir: str
 
 
@@ -44,11 +45,13 @@ class EpochMetrics:
     epoch: int
     train_loss: float  # running averages over the epoch's batches, as D2L reports them
     train_accuracy: float
-    test_loss: float | None = None  # None on epochs skipped by report_every
+    test_loss: float | None = None  # None on epochs skipped by report_every (with val_size: all but the last)
     test_accuracy: float | None = None
     seconds: float = 0.0  # training time of the epoch, evaluation excluded
     train_eval_loss: float | None = None  # the whole train split after the epoch, with train_metrics
     train_eval_accuracy: float | None = None
+    val_loss: float | None = None  # the held-out validation split, with val_size
+    val_accuracy: float | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,7 @@ class FitResult:
     run_dir: Path
     history: list[EpochMetrics]
     best_epoch: int
+    selected_by: str = "test"  # the split whose accuracy chose best.pt: "val" with val_size, else "test"
 
     @property
     def best_checkpoint(self) -> Path:

@@ -40,9 +40,11 @@ def number(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-def new_metrics_table() -> Table:
+def new_metrics_table(has_validation: bool) -> Table:
     table = Table(title="epoch metrics", title_justify="left")
-    for header in ("epoch", "train loss", "train acc", "test loss", "test acc", "seconds"):
+    headers = ("epoch", "train loss", "train acc", *(("val loss", "val acc") if has_validation else ()),
+               "test loss", "test acc", "seconds")
+    for header in headers:
         table.add_column(header, justify="right")
     return table
 
@@ -57,7 +59,8 @@ class RichReporter:
         self.console = console
         self.is_live = console.is_terminal
         self.num_epochs = 0
-        self.table = new_metrics_table()
+        self.has_validation = False
+        self.table = new_metrics_table(has_validation=False)
         self.progress = ProgressWithTable(
             self.table,
             TextColumn("[progress.description]{task.description}"),
@@ -84,6 +87,9 @@ class RichReporter:
 
     def on_start(self, plan: TrainingPlan) -> None:
         self.num_epochs = plan.num_epochs
+        self.has_validation = plan.val_size > 0
+        if self.has_validation:
+            self.table = self.progress.table = new_metrics_table(has_validation=True)
         layers = "-".join(str(width) for width in plan.hidden)
         self.console.print(
             f"training {plan.impl} MLP (hidden {layers}, {plan.num_parameters:,} parameters) on {plan.device} "
@@ -100,13 +106,15 @@ class RichReporter:
                              description=f"epoch {progress.epoch}/{self.num_epochs}")
 
     def on_epoch(self, metrics: EpochMetrics) -> None:
-        cells = (f"{metrics.epoch}", number(metrics.train_loss), number(metrics.train_accuracy),
+        validation = (number(metrics.val_loss), number(metrics.val_accuracy)) if self.has_validation else ()
+        cells = (f"{metrics.epoch}", number(metrics.train_loss), number(metrics.train_accuracy), *validation,
                  number(metrics.test_loss), number(metrics.test_accuracy), f"{metrics.seconds:.2f}")
         self.table.add_row(*cells)
         if not self.is_live:
-            self.console.print(
-                f"epoch {metrics.epoch}/{self.num_epochs}: train loss {cells[1]}, train acc {cells[2]}, "
-                f"test loss {cells[3]}, test acc {cells[4]} ({cells[5]} s)", markup=False, soft_wrap=True)
+            named = ", ".join(f"{column.header} {cell}" for column, cell in zip(self.table.columns[1:-1], cells[1:-1],
+                                                                               strict=True))
+            self.console.print(f"epoch {metrics.epoch}/{self.num_epochs}: {named} ({cells[-1]} s)", markup=False,
+                               soft_wrap=True)
         if metrics.epoch < self.num_epochs:
             self.progress.reset(self.task, description=f"epoch {metrics.epoch + 1}/{self.num_epochs}",
                                 loss=float("nan"))

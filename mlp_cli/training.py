@@ -20,7 +20,7 @@ from torch.nn import functional
 
 from mlp_cli.checkpoint import load_checkpoint, restore_model, save_checkpoint
 from mlp_cli.config import Config, config_to_dict, config_to_toml, validate_settings
-from mlp_cli.data import DataModule, load_data
+from mlp_cli.data import DataModule, hold_out, load_data
 from mlp_cli.devices import prepare_device
 from mlp_cli.errors import CheckpointError, ConfigError, MlpError, TrainingDivergedError, TrainingStoppedError
 from mlp_cli.events import NULL_REPORTER, BatchProgress, EpochMetrics, FitResult, Reporter, TrainingPlan
@@ -206,8 +206,9 @@ def fit(model: nn.Module, data: DataModule, config: Config, run_dir: Path, repor
         generator.set_state(state.order_state)
         torch.set_rng_state(state.torch_rng)
     history = list(state.history)
-    scored = [row for row in history if row.test_accuracy is not None]
-    best_epoch = max(scored, key=lambda row: row.test_accuracy).epoch if scored else 0
+    selected_by = "val" if config.val_size else "test"
+    scored = [row for row in history if selection_accuracy(row, selected_by) is not None]
+    best_epoch = max(scored, key=lambda row: selection_accuracy(row, selected_by)).epoch if scored else 0
     last_good = str(run_dir / LAST_CHECKPOINT) if history else "none (no epoch finished)"
     for epoch in range(len(history) + 1, config.epochs + 1):
         if state.progress is not None and epoch == len(state.history) + 1:
@@ -226,12 +227,18 @@ def fit(model: nn.Module, data: DataModule, config: Config, run_dir: Path, repor
         save_checkpoint(checkpoint, run_dir / LAST_CHECKPOINT)
         last_good = str(run_dir / LAST_CHECKPOINT)
         reporter.on_checkpoint(run_dir / LAST_CHECKPOINT)
-        if history[-1].test_accuracy is not None and (
-                best_epoch == 0 or history[-1].test_accuracy > history[best_epoch - 1].test_accuracy):
+        accuracy = selection_accuracy(history[-1], selected_by)
+        if accuracy is not None and (
+                best_epoch == 0 or accuracy > selection_accuracy(history[best_epoch - 1], selected_by)):
             best_epoch = epoch
             save_checkpoint(checkpoint, run_dir / BEST_CHECKPOINT)
             reporter.on_checkpoint(run_dir / BEST_CHECKPOINT)
-    return FitResult(run_dir, history, best_epoch)
+    return FitResult(run_dir, history, best_epoch, selected_by)
+
+
+def selection_accuracy(row: EpochMetrics, split: str) -> float | None:
+    """The accuracy that chooses best.pt: validation with a held-out split, else test (the book's way)."""
+    return row.val_accuracy if split == "val" else row.test_accuracy
 
 
 def measure_epoch(model: nn.Module, data: DataModule, config: Config, epoch: int, progress: EpochProgress,
@@ -242,9 +249,14 @@ def measure_epoch(model: nn.Module, data: DataModule, config: Config, epoch: int
                        progress.correct.item() / progress.samples_done, seconds=progress.seconds)
     if epoch % config.report_every and epoch != config.epochs:
         return row
-    test = evaluate(model, data, "test", config)
-    check_finite(test.loss, f"on the test split after epoch {epoch}", config, last_good)
-    row = dataclasses.replace(row, test_loss=test.loss, test_accuracy=test.accuracy)
+    if config.val_size:
+        val = evaluate(model, data, "val", config)
+        check_finite(val.loss, f"on the validation split after epoch {epoch}", config, last_good)
+        row = dataclasses.replace(row, val_loss=val.loss, val_accuracy=val.accuracy)
+    if not config.val_size or epoch == config.epochs:  # with a validation split, test once, at the end
+        test = evaluate(model, data, "test", config)
+        check_finite(test.loss, f"on the test split after epoch {epoch}", config, last_good)
+        row = dataclasses.replace(row, test_loss=test.loss, test_accuracy=test.accuracy)
     if config.train_metrics:
         train = evaluate(model, data, "train", config)
         row = dataclasses.replace(row, train_eval_loss=train.loss, train_eval_accuracy=train.accuracy)
@@ -263,6 +275,14 @@ def write_metrics(run_dir: Path, history: list[EpochMetrics]) -> None:
         raise MlpError(f"{path}: cannot write metrics ({err.strerror or err})") from err
 
 
+def load_training_data(config: Config, device: torch.device) -> DataModule:
+    """The data set for config, with config.val_size training images held out (the same ones on every resume)."""
+    data = load_data(config.dataset, Path(config.data_dir) if config.data_dir else None, device)
+    if not config.val_size:
+        return data
+    return hold_out(data, config.val_size, torch.Generator().manual_seed(derive_seed(config.seed, "validation")))
+
+
 def describe_run(config: Config, model: nn.Module, device: torch.device, threads: int, data: DataModule,
                  run_dir: Path, first_epoch: int) -> TrainingPlan:
     return TrainingPlan(
@@ -270,7 +290,8 @@ def describe_run(config: Config, model: nn.Module, device: torch.device, threads
         device=str(device), threads=threads, precision=config.precision,
         dataset=config.dataset, data_source=str(data.source),
         train_samples=len(data.train_labels), test_samples=len(data.test_labels),
-        batch_size=config.batch_size, first_epoch=first_epoch, num_epochs=config.epochs, run_dir=str(run_dir),
+        batch_size=config.batch_size, first_epoch=first_epoch, num_epochs=config.epochs, val_size=config.val_size,
+        run_dir=str(run_dir),
     )
 
 
@@ -283,7 +304,7 @@ def train(config: Config, out: Path | None = None, reporter: Reporter = NULL_REP
         MlpError: the device, the data or the run folder is not usable; or training stopped early.
     """
     device, threads = prepare_device(config)
-    data = load_data(config.dataset, Path(config.data_dir) if config.data_dir else None, device)
+    data = load_training_data(config, device)
     torch.manual_seed(config.seed)
     # built on the CPU so that a seed gives the same initial weights on every device
     model = build_model(config.impl, data.num_inputs, config.hidden, data.num_classes, config.sigma,
@@ -332,7 +353,7 @@ def resume_run(path: Path, overrides: dict[str, Any], reporter: Reporter = NULL_
         raise ConfigError(f"{path}: the run already has {epochs_done} epochs; pass --epochs N with N > "
                           f"{epochs_done} to train further")
     device, threads = prepare_device(config)
-    data = load_data(config.dataset, Path(config.data_dir) if config.data_dir else None, device)
+    data = load_training_data(config, device)
     model.to(device)
     run_dir = path.parent
     (run_dir / CONFIG_FILE).write_text(config_to_toml(config))

@@ -449,3 +449,10 @@ def test_no_color_is_honoured_even_where_colour_is_forced() -> None:
                            env={**os.environ, "FORCE_COLOR": "1", "NO_COLOR": "1"})
     assert "\x1b[" in coloured.stdout  # the test can tell colour from none
     assert "\x1b[" not in plain.stdout and "relu(x)" in plain.stdout
+
+
+def test_training_with_a_validation_split_reports_it(data_dir: Path) -> None:
+    result = invoke("train", "--data-dir", data_dir, "--out", "run", "--val-size", "24", *SMALL)
+    assert result.exit_code == 0, result.output
+    assert "best val accuracy" in result.stdout and "final test accuracy" in result.stdout
+    assert "val acc" in result.stderr

@@ -49,7 +49,7 @@ def test_a_run_folder_holds_config_metrics_and_last_and_best_checkpoints(data_di
     rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [row["epoch"] for row in rows] == [1, 2, 3]
     assert set(rows[0]) == {"epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "seconds",
-                            "train_eval_loss", "train_eval_accuracy"}
+                            "train_eval_loss", "train_eval_accuracy", "val_loss", "val_accuracy"}
     assert load_checkpoint(result.run_dir / "last.pt")["epoch"] == 3
     best_epoch = max(rows, key=lambda row: row["test_accuracy"])["epoch"]
     assert load_checkpoint(result.run_dir / "best.pt")["epoch"] == best_epoch == result.best_epoch
@@ -255,3 +255,29 @@ def test_every_optimizer_trains(data_dir: Path, optimizer: str) -> None:
     lr = 0.05 if optimizer == "momentum" else 1e-3
     result = train(small_config(data_dir, optimizer=optimizer, lr=lr, epochs=4, dropout=0.2), Path("run"))
     assert result.history[-1].train_loss < result.history[0].train_loss
+
+
+def test_a_validation_split_chooses_best_pt_and_the_test_split_is_used_once(data_dir: Path) -> None:
+    reporter = RecordingReporter()
+    result = train(small_config(data_dir, epochs=4, val_size=32), Path("run"), reporter)
+    assert reporter.events[0][1].train_samples == TRAIN_COUNT - 32 and reporter.events[0][1].val_size == 32
+    assert all(row.val_accuracy is not None for row in result.history)
+    assert [row.epoch for row in result.history if row.test_accuracy is not None] == [4]
+    best_by_validation = max(result.history, key=lambda row: row.val_accuracy).epoch
+    assert result.selected_by == "val" and result.best_epoch == best_by_validation
+    assert load_checkpoint(result.run_dir / "best.pt")["epoch"] == best_by_validation
+
+
+def test_the_held_out_images_are_seeded_disjoint_and_complete(data_dir: Path) -> None:
+    from mlp_cli.data import hold_out, load_data
+
+    data = load_data("fashion-mnist", data_dir)
+    first = hold_out(data, 20, torch.Generator().manual_seed(1))
+    again = hold_out(data, 20, torch.Generator().manual_seed(1))
+    assert torch.equal(first.val_images, again.val_images)
+    assert len(first.val_labels) == 20 and len(first.train_labels) == TRAIN_COUNT - 20
+    together = torch.cat([first.train_images, first.val_images]).reshape(TRAIN_COUNT, -1)
+    matches = (together[:, None, :] == data.train_images.reshape(1, TRAIN_COUNT, -1)).all(dim=2)
+    assert torch.equal(matches.sum(dim=0), torch.ones(TRAIN_COUNT, dtype=torch.long))
+    with pytest.raises(MlpError, match="--val-size 96"):
+        hold_out(data, TRAIN_COUNT, torch.Generator())
