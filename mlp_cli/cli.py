@@ -97,6 +97,14 @@ def train_command(
         help="Momentum of --optimizer momentum.", show_default=default("momentum"))] = None,
     weight_decay: Annotated[float | None, typer.Option(
         help="L2 penalty (decoupled for adamw).", show_default=default("weight_decay"))] = None,
+    schedule: Annotated[str | None, typer.Option(
+        help="Learning-rate schedule: none, step or cosine.", show_default=default("schedule"))] = None,
+    warmup_epochs: Annotated[int | None, typer.Option(
+        help="Epochs of linear learning-rate warm-up.", show_default=default("warmup_epochs"))] = None,
+    label_smoothing: Annotated[float | None, typer.Option(
+        help="Label smoothing of the training loss.", show_default=default("label_smoothing"))] = None,
+    augment: Annotated[str | None, typer.Option(
+        help="Training augmentations, comma-separated: shift (up to 2 pixels), flip.")] = None,
     dropout: Annotated[float | None, typer.Option(
         help="Drop each hidden unit with this probability while training.", show_default=default("dropout"))] = None,
     batch_size: Annotated[int | None, typer.Option(help="Minibatch size.", show_default=default("batch_size"))] = None,
@@ -140,7 +148,8 @@ def train_command(
     flags = {
         "impl": impl, "dataset": dataset, "hidden": hidden, "activation": activation, "sigma": sigma,
         "optimizer": optimizer, "lr": lr, "momentum": momentum, "weight_decay": weight_decay, "dropout": dropout,
-        "batch_size": batch_size, "epochs": epochs, "seed": seed, "val_size": val_size,
+        "schedule": schedule, "warmup_epochs": warmup_epochs, "label_smoothing": label_smoothing,
+        "augment": augment, "batch_size": batch_size, "epochs": epochs, "seed": seed, "val_size": val_size,
         "report_every": report_every, "train_metrics": train_metrics,
         "device": device, "threads": threads, "precision": precision,
         "data_dir": str(data_dir) if data_dir else None,

@@ -19,6 +19,8 @@ DATASETS = ("fashion-mnist", "mnist")
 PRECISIONS = ("fp32", "bf16")
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "identity")  # hidden-layer nonlinearities both models implement
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
+SCHEDULES = ("none", "step", "cosine")
+AUGMENTATIONS = ("shift", "flip")
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 MAX_SEED = 2**63 - 1
 
@@ -38,6 +40,10 @@ class Config:
     momentum: float = 0.9  # used by the momentum optimizer only
     weight_decay: float = 0.0  # L2 penalty added to the gradient (decoupled for adamw)
     dropout: float = 0.0  # probability of zeroing each hidden unit while training (D2L 5.6)
+    schedule: str = "none"  # learning rate per epoch: none, step (x0.1 at 50% and 75%), cosine (to 0)
+    warmup_epochs: int = 0  # linear warm-up from lr / (warmup + 1) before the schedule
+    label_smoothing: float = 0.0  # the training loss's target smoothing; evaluation losses stay plain
+    augment: tuple[str, ...] = ()  # shift (by up to 2 pixels) and/or flip (left-right), on training batches
     batch_size: int = 256
     epochs: int = 10
     seed: int = 0  # seeds the weights and the data order: same seed, same run (on one device)
@@ -62,6 +68,10 @@ RANGE_CHECKS: dict[str, typing.Callable[[Any], str | None]] = {
     "momentum": lambda v: None if 0 <= v < 1 else "a number in [0, 1)",
     "weight_decay": lambda v: None if math.isfinite(v) and v >= 0 else "a finite number >= 0",
     "dropout": lambda v: None if 0 <= v < 1 else "a number in [0, 1)",
+    "schedule": lambda v: None if v in SCHEDULES else f"one of {', '.join(SCHEDULES)}",
+    "warmup_epochs": lambda v: None if v >= 0 else "an integer >= 0",
+    "label_smoothing": lambda v: None if 0 <= v < 1 else "a number in [0, 1)",
+    "augment": lambda v: None if set(v) <= set(AUGMENTATIONS) else f"some of {', '.join(AUGMENTATIONS)}",
     "sigma": lambda v: None if math.isfinite(v) and v > 0 else "a finite number > 0",
     "lr": lambda v: None if math.isfinite(v) and v > 0 else "a finite number > 0",
     "batch_size": lambda v: None if v >= 1 else "an integer >= 1",
@@ -141,6 +151,11 @@ def coerce_value(where: str, value: Any, expected: Any) -> Any:
         return value
     if expected is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
+    if expected == tuple[str, ...]:
+        if isinstance(value, str):
+            return tuple(part for part in value.split(",") if part)
+        if isinstance(value, list | tuple) and all(isinstance(item, str) for item in value):
+            return tuple(value)
     if expected == tuple[int, ...]:
         if isinstance(value, str):
             return parse_sizes(where, value)
@@ -148,7 +163,8 @@ def coerce_value(where: str, value: Any, expected: Any) -> Any:
             isinstance(item, int) and not isinstance(item, bool) for item in value
         ):
             return tuple(value)
-    type_name = "a list of integers" if expected == tuple[int, ...] else f"a {expected.__name__}"
+    type_names = {tuple[int, ...]: "a list of integers", tuple[str, ...]: "a list of names"}
+    type_name = type_names.get(expected) or f"a {expected.__name__}"
     raise ConfigError(f"{where}: {value!r} has the wrong type, expected {type_name}")
 
 
@@ -179,7 +195,7 @@ def config_to_toml(config: Config) -> str:
         elif isinstance(value, str):
             text = json.dumps(value, ensure_ascii=False)  # a JSON string is a valid TOML basic string
         elif isinstance(value, list):
-            text = "[" + ", ".join(str(item) for item in value) + "]"
+            text = "[" + ", ".join(json.dumps(item) for item in value) + "]"
         else:
             text = repr(value)
         lines.append(f"{key} = {text}")

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from mlp_cli.augment import augment_batch
 from mlp_cli.checkpoint import load_checkpoint, restore_model, save_checkpoint
 from mlp_cli.config import Config, config_to_dict, config_to_toml, validate_settings
 from mlp_cli.data import DataModule, hold_out, load_data
@@ -110,9 +111,13 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: DataMo
     started, next_report = time.perf_counter(), time.perf_counter() + REPORT_INTERVAL_SECONDS
     batches = data.batches("train", config.batch_size, generator, skip=progress.batches_done)
     for images, labels in batches:
+        if config.augment:
+            # seeded by (seed, epoch, batch): the same draws again when an interrupted epoch is resumed
+            batch_seed = derive_seed(config.seed, f"augment:{epoch}:{progress.batches_done}")
+            images = augment_batch(images, config.augment, torch.Generator().manual_seed(batch_seed))
         with precision_context(data, config):
             logits = model(images)  # (n, q)
-            loss = functional.cross_entropy(logits, labels)
+            loss = functional.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -211,6 +216,8 @@ def fit(model: nn.Module, data: DataModule, config: Config, run_dir: Path, repor
     best_epoch = max(scored, key=lambda row: selection_accuracy(row, selected_by)).epoch if scored else 0
     last_good = str(run_dir / LAST_CHECKPOINT) if history else "none (no epoch finished)"
     for epoch in range(len(history) + 1, config.epochs + 1):
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(config, epoch)
         if state.progress is not None and epoch == len(state.history) + 1:
             progress = EpochProgress.from_dict(state.progress, device)
         else:
@@ -234,6 +241,18 @@ def fit(model: nn.Module, data: DataModule, config: Config, run_dir: Path, repor
             save_checkpoint(checkpoint, run_dir / BEST_CHECKPOINT)
             reporter.on_checkpoint(run_dir / BEST_CHECKPOINT)
     return FitResult(run_dir, history, best_epoch, selected_by)
+
+
+def learning_rate(config: Config, epoch: int) -> float:
+    """The learning rate of a (1-based) epoch: linear warm-up, then the schedule over the remaining epochs."""
+    if epoch <= config.warmup_epochs:
+        return config.lr * epoch / (config.warmup_epochs + 1)
+    done = (epoch - config.warmup_epochs - 1) / max(config.epochs - config.warmup_epochs, 1)  # 0 at the start
+    if config.schedule == "step":
+        return config.lr * (0.1 if done >= 0.5 else 1.0) * (0.1 if done >= 0.75 else 1.0)
+    if config.schedule == "cosine":
+        return config.lr * 0.5 * (1 + math.cos(math.pi * done))
+    return config.lr
 
 
 def selection_accuracy(row: EpochMetrics, split: str) -> float | None:

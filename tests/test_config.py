@@ -96,5 +96,5 @@ def test_missing_config_file_is_a_config_error(tmp_path: Path) -> None:
 
 def test_saved_toml_reads_back_as_the_same_config(tmp_path: Path) -> None:
     config = Config(impl="concise", hidden=(64, 32), lr=0.25, data_dir='/data/with "quotes"', device="cpu",
-                    train_metrics=True, report_every=2)
+                    train_metrics=True, report_every=2, augment=("shift", "flip"), schedule="cosine")
     assert load_config(write_toml(tmp_path, config_to_toml(config))) == config
