@@ -88,7 +88,7 @@ def restore_model(checkpoint: dict[str, Any], path: Path) -> tuple[Config, nn.Mo
         config = validate_settings(checkpoint["config"])
         shape = checkpoint["model"]
         model = build_model(config.impl, shape["num_inputs"], config.hidden, shape["num_outputs"], config.sigma,
-                            config.activation, config.dropout)
+                            config.activation, config.dropout, config.init)
         model.load_state_dict(checkpoint["model_state"])
     except (MlpError, KeyError, TypeError, RuntimeError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

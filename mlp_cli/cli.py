@@ -90,6 +90,9 @@ def train_command(
         help=f"Hidden-layer nonlinearity: {', '.join(ACTIVATIONS)}.", show_default=default("activation"))] = None,
     sigma: Annotated[float | None, typer.Option(
         help="Std of the scratch model's initial weights.", show_default=default("sigma"))] = None,
+    init: Annotated[str | None, typer.Option(
+        help="Weight init: book (each model as in D2L), normal (N(0, sigma^2)), kaiming or xavier.",
+        show_default=default("init"))] = None,
     optimizer: Annotated[str | None, typer.Option(
         help=f"{' or '.join(OPTIMIZERS)}.", show_default=default("optimizer"))] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate.", show_default=default("lr"))] = None,
@@ -146,7 +149,7 @@ def train_command(
     Example: mlp train --impl concise --epochs 5 --out runs/concise5
     """
     flags = {
-        "impl": impl, "dataset": dataset, "hidden": hidden, "activation": activation, "sigma": sigma,
+        "impl": impl, "dataset": dataset, "hidden": hidden, "activation": activation, "sigma": sigma, "init": init,
         "optimizer": optimizer, "lr": lr, "momentum": momentum, "weight_decay": weight_decay, "dropout": dropout,
         "schedule": schedule, "warmup_epochs": warmup_epochs, "label_smoothing": label_smoothing,
         "augment": augment, "batch_size": batch_size, "epochs": epochs, "seed": seed, "val_size": val_size,

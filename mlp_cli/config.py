@@ -21,6 +21,7 @@ ACTIVATIONS = ("relu", "sigmoid", "tanh", "identity")  # hidden-layer nonlineari
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 SCHEDULES = ("none", "step", "cosine")
 AUGMENTATIONS = ("shift", "flip")
+INITS = ("book", "normal", "kaiming", "xavier")
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 MAX_SEED = 2**63 - 1
 
@@ -35,6 +36,7 @@ class Config:
     hidden: tuple[int, ...] = (256,)  # one entry per hidden layer: H1, H2, ...
     activation: str = "relu"  # of the hidden layers; identity shows the collapse to one affine map
     sigma: float = 0.01  # std of the scratch model's normal weight init (concise keeps torch's init)
+    init: str = "book"  # book: each model as in D2L; normal (N(0, sigma^2)), kaiming or xavier for both
     optimizer: str = "sgd"  # minibatch SGD as in the book; momentum (SGD with momentum), adam, adamw
     lr: float = 0.1
     momentum: float = 0.9  # used by the momentum optimizer only
@@ -72,6 +74,7 @@ RANGE_CHECKS: dict[str, typing.Callable[[Any], str | None]] = {
     "warmup_epochs": lambda v: None if v >= 0 else "an integer >= 0",
     "label_smoothing": lambda v: None if 0 <= v < 1 else "a number in [0, 1)",
     "augment": lambda v: None if set(v) <= set(AUGMENTATIONS) else f"some of {', '.join(AUGMENTATIONS)}",
+    "init": lambda v: None if v in INITS else f"one of {', '.join(INITS)}",
     "sigma": lambda v: None if math.isfinite(v) and v > 0 else "a finite number > 0",
     "lr": lambda v: None if math.isfinite(v) and v > 0 else "a finite number > 0",
     "batch_size": lambda v: None if v >= 1 else "an integer >= 1",

@@ -327,7 +327,7 @@ def train(config: Config, out: Path | None = None, reporter: Reporter = NULL_REP
     torch.manual_seed(config.seed)
     # built on the CPU so that a seed gives the same initial weights on every device
     model = build_model(config.impl, data.num_inputs, config.hidden, data.num_classes, config.sigma,
-                        config.activation, config.dropout)
+                        config.activation, config.dropout, config.init)
     model.to(device)
     run_dir = create_run_dir(out, config.impl, overwrite)
     (run_dir / CONFIG_FILE).write_text(config_to_toml(config))

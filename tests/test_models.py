@@ -189,3 +189,24 @@ def test_the_concise_model_gets_a_dropout_layer_after_each_hidden_activation() -
     assert [type(layer) for layer in model] == [nn.Flatten, nn.Linear, nn.ReLU, nn.Dropout, nn.Linear, nn.ReLU,
                                                 nn.Dropout, nn.Linear]
     assert all(layer.p == 0.2 for layer in model if isinstance(layer, nn.Dropout))
+
+
+@pytest.mark.parametrize("impl", ["scratch", "concise"])
+@pytest.mark.parametrize(("init", "expected_std"), [("normal", 0.05), ("kaiming", (2 / 784) ** 0.5),
+                                                    ("xavier", (2 / (784 + 512)) ** 0.5)])
+def test_init_schemes_draw_weights_with_the_defined_spread_and_zero_biases(impl: str, init: str,
+                                                                           expected_std: float) -> None:
+    torch.manual_seed(0)
+    model = build_model(impl, 784, [512], 10, 0.05, "relu", 0.0, init)
+    weights = [p for p in model.parameters() if p.dim() == 2]
+    first = weights[0] if impl == "scratch" else weights[0].T  # as (fan_in, fan_out)
+    assert first.shape == (784, 512)
+    assert first.std().item() == pytest.approx(expected_std, rel=0.02)
+    assert all(torch.count_nonzero(p) == 0 for p in model.parameters() if p.dim() == 1)
+
+
+def test_the_book_init_keeps_each_models_own_initialisation() -> None:
+    torch.manual_seed(0)
+    concise = build_model("concise", 784, [512], 10, 0.05)  # torch's default: uniform, bound 1/sqrt(fan_in)
+    assert concise[1].weight.abs().max().item() <= 1 / 784 ** 0.5
+    assert torch.count_nonzero(concise[1].bias) > 0

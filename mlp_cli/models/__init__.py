@@ -1,5 +1,6 @@
 """build_model: the scratch and concise MLPs behind one call."""
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -12,18 +13,43 @@ __all__ = ["MLPConcise", "MLPScratch", "build_model"]
 
 
 def build_model(impl: str, num_inputs: int, num_hiddens: Sequence[int], num_outputs: int,
-                sigma: float, activation: str = "relu", dropout: float = 0.0) -> nn.Module:
+                sigma: float, activation: str = "relu", dropout: float = 0.0, init: str = "book") -> nn.Module:
     """A ready-to-train MLP: for concise, the lazy layers are materialized by one forward pass.
 
-    sigma sets the scratch model's weight init (N(0, sigma^2)); concise keeps torch's default init, as in D2L.
+    init "book" keeps each model's own initialisation as in D2L (scratch: N(0, sigma^2); concise: torch's
+    default); "normal", "kaiming" and "xavier" draw every weight matrix of either model the same way.
     activation is the hidden layers' nonlinearity and dropout the probability of dropping a hidden unit while
     training: hand-written in scratch, torch's modules in concise.
     """
     if impl == "scratch":
-        return MLPScratch(num_inputs, num_hiddens, num_outputs, sigma, activation, dropout)
-    if impl == "concise":
+        model: nn.Module = MLPScratch(num_inputs, num_hiddens, num_outputs, sigma, activation, dropout)
+    elif impl == "concise":
         model = MLPConcise(num_hiddens, num_outputs, activation, dropout)
         # materialize before anything reads shapes, copies, saves or loads the parameters
         model(torch.zeros(1, num_inputs))
-        return model
-    raise ValueError(f"unknown impl {impl!r}")
+    else:
+        raise ValueError(f"unknown impl {impl!r}")
+    if init != "book":
+        initialize(model, init, sigma)
+    return model
+
+
+def weight_std(init: str, fan_in: int, fan_out: int, sigma: float) -> float:
+    """The normal distribution's std: sigma, He et al.'s sqrt(2 / fan_in) or Glorot's sqrt(2 / (fan_in + fan_out))."""
+    if init == "kaiming":
+        return math.sqrt(2.0 / fan_in)
+    if init == "xavier":
+        return math.sqrt(2.0 / (fan_in + fan_out))
+    return sigma
+
+
+@torch.no_grad()
+def initialize(model: nn.Module, init: str, sigma: float) -> None:
+    """Redraw every weight matrix from N(0, std^2) for the scheme, and zero every bias (D2L 5.4.2)."""
+    for name, parameter in model.named_parameters():
+        if parameter.dim() == 1:
+            parameter.zero_()
+            continue
+        # scratch stores W as (fan_in, fan_out) like the book; nn.Linear stores weight as (fan_out, fan_in)
+        fan_in, fan_out = parameter.shape if name.startswith("W") else reversed(parameter.shape)
+        parameter.normal_(0.0, weight_std(init, fan_in, fan_out, sigma))
