@@ -4,7 +4,6 @@ import math
 from collections.abc import Callable
 
 import torch
-from torch.nn import functional
 
 from mlp_cli.errors import MlpError
 
@@ -33,22 +32,47 @@ def identity(X: torch.Tensor) -> torch.Tensor:
     return X
 
 
-# the hidden-layer activations of the scratch model, each written out by hand
-HIDDEN_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+LEAKY_RELU_SLOPE = 0.01  # torch's default negative slope
+
+
+def leaky_relu(X: torch.Tensor) -> torch.Tensor:
+    """max(x, 0.01 x): a small slope instead of zero for negative inputs."""
+    return torch.max(X, LEAKY_RELU_SLOPE * X)
+
+
+def elu(X: torch.Tensor) -> torch.Tensor:
+    """x for x > 0, exp(x) - 1 otherwise; exp of min(x, 0) so that the unused branch cannot overflow."""
+    return torch.where(X > 0, X, torch.exp(torch.clamp(X, max=0)) - 1)
+
+
+def gelu(X: torch.Tensor) -> torch.Tensor:
+    """x Phi(x), with Phi the standard normal CDF: 0.5 x (1 + erf(x / sqrt 2))."""
+    return 0.5 * X * (1 + torch.erf(X / math.sqrt(2)))
+
+
+def silu(X: torch.Tensor) -> torch.Tensor:
+    """x sigmoid(x) (also called swish)."""
+    return X * sigmoid(X)
+
+
+def softplus(X: torch.Tensor) -> torch.Tensor:
+    """log(1 + exp(x)), as max(x, 0) + log(1 + exp(-|x|)) so that exp never overflows."""
+    return relu(X) + torch.log1p(torch.exp(-torch.abs(X)))
+
+
+# every activation by name, each written out by hand: the scratch model's hidden layers and plot-activation
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu": relu,
     "sigmoid": sigmoid,
     "tanh": tanh,
     "identity": identity,
+    "leaky-relu": leaky_relu,
+    "elu": elu,
+    "gelu": gelu,
+    "silu": silu,
+    "softplus": softplus,
 }
-
-ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    **HIDDEN_ACTIVATIONS,
-    "leaky-relu": functional.leaky_relu,
-    "elu": functional.elu,
-    "gelu": functional.gelu,
-    "silu": functional.silu,
-    "softplus": functional.softplus,
-}
+HIDDEN_ACTIVATIONS = ACTIVATIONS
 
 
 def activation_curve(name: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

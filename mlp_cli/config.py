@@ -17,7 +17,8 @@ from mlp_cli.errors import ConfigError
 IMPLS = ("scratch", "concise")
 DATASETS = ("fashion-mnist", "mnist")
 PRECISIONS = ("fp32", "bf16")
-ACTIVATIONS = ("relu", "sigmoid", "tanh", "identity")  # hidden-layer nonlinearities both models implement
+# hidden-layer nonlinearities both models implement (scratch by hand, concise with torch's modules)
+ACTIVATIONS = ("relu", "sigmoid", "tanh", "identity", "leaky-relu", "elu", "gelu", "silu", "softplus")
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 SCHEDULES = ("none", "step", "cosine")
 AUGMENTATIONS = ("shift", "flip")

@@ -109,7 +109,10 @@ def test_the_same_seed_builds_the_same_model() -> None:
         assert all(torch.equal(first[key], second[key]) for key in first)
 
 
-@pytest.mark.parametrize(("name", "reference"), [("sigmoid", torch.sigmoid), ("tanh", torch.tanh)])
+@pytest.mark.parametrize(("name", "reference"), [
+    ("sigmoid", torch.sigmoid), ("tanh", torch.tanh), ("leaky-relu", nn.functional.leaky_relu),
+    ("elu", nn.functional.elu), ("gelu", nn.functional.gelu), ("silu", nn.functional.silu),
+    ("softplus", nn.functional.softplus)])
 def test_hand_written_activations_match_torch_even_at_extreme_inputs(name: str, reference) -> None:
     from mlp_cli.activations import HIDDEN_ACTIVATIONS
 
@@ -123,7 +126,8 @@ def test_hand_written_activations_match_torch_even_at_extreme_inputs(name: str, 
     assert torch.isfinite(ours_grad).all()
 
 
-@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "identity"])
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "identity", "leaky-relu", "elu", "gelu", "silu",
+                                        "softplus"])
 def test_scratch_and_concise_agree_for_every_activation(activation: str) -> None:
     torch.manual_seed(0)
     scratch = build_model("scratch", 784, [64], 10, 0.01, activation)
