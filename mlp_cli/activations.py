@@ -72,7 +72,6 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "silu": silu,
     "softplus": softplus,
 }
-HIDDEN_ACTIVATIONS = ACTIVATIONS
 
 
 def activation_curve(name: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

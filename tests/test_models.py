@@ -114,10 +114,10 @@ def test_the_same_seed_builds_the_same_model() -> None:
     ("elu", nn.functional.elu), ("gelu", nn.functional.gelu), ("silu", nn.functional.silu),
     ("softplus", nn.functional.softplus)])
 def test_hand_written_activations_match_torch_even_at_extreme_inputs(name: str, reference) -> None:
-    from mlp_cli.activations import HIDDEN_ACTIVATIONS
+    from mlp_cli.activations import ACTIVATIONS
 
     X = torch.cat([torch.linspace(-100, 100, 2001), torch.tensor([-1e4, 1e4])]).requires_grad_(True)
-    ours = HIDDEN_ACTIVATIONS[name](X)
+    ours = ACTIVATIONS[name](X)
     (ours_grad,) = torch.autograd.grad(ours.sum(), X)
     expected = reference(X)
     (expected_grad,) = torch.autograd.grad(expected.sum(), X)

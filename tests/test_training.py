@@ -142,7 +142,6 @@ def test_training_equals_the_tutorial_torchvision_pipeline_given_the_same_order(
     from torchvision.transforms import ToTensor
 
     from mlp_cli.data import load_data
-    from mlp_cli.models import build_model
 
     root = tmp_path / "root"
     write_dataset(root / "FashionMNIST" / "raw")

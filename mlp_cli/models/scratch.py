@@ -6,7 +6,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from mlp_cli.activations import HIDDEN_ACTIVATIONS
+from mlp_cli.activations import ACTIVATIONS
 
 
 def dropout_layer(X: torch.Tensor, dropout: float) -> torch.Tensor:
@@ -26,7 +26,7 @@ class MLPScratch(nn.Module):
         super().__init__()
         self.num_inputs = num_inputs
         self.dropout = dropout
-        self.activation = HIDDEN_ACTIVATIONS[activation]
+        self.activation = ACTIVATIONS[activation]
         self.num_layers = len(num_hiddens) + 1
         widths = [num_inputs, *num_hiddens, num_outputs]
         # registered in a fixed order W1, b1, W2, b2, ...: the names are checkpoint keys, the order is the
