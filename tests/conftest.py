@@ -75,3 +75,9 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("MLP_DATA_DIR", raising=False)
+
+
+@pytest.fixture(autouse=True)
+def seeded_torch() -> None:
+    """Every test sees the same random tensors, so a failure reproduces on the next run."""
+    torch.manual_seed(0)
