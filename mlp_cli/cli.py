@@ -6,6 +6,8 @@ torch, torchvision and matplotlib are imported inside the commands, so `mlp --he
 import dataclasses
 import functools
 import json
+import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -50,16 +52,27 @@ def main_options(
     """
 
 
+def torchrun_rank() -> int:
+    """This process's rank when torchrun started it (as torch.distributed.is_torchelastic_launched tells), else 0."""
+    return int(os.environ.get("RANK", "0")) if "TORCHELASTIC_RUN_ID" in os.environ else 0
+
+
 def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn an MlpError into `error: <message>` on one line of stderr and exit code 1; bugs keep tracebacks."""
+    """Turn an MlpError into `error: <message>` on one line of stderr and exit code 1; bugs keep tracebacks.
+
+    Under torchrun the other ranks prefix their rank, and stay silent on errors that rank 0 reports for all.
+    """
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
         except MlpError as err:
+            rank = torchrun_rank()
+            if rank and err.same_on_every_rank:
+                raise typer.Exit(err.exit_code) from None
             # markup=False: rich would read text such as "[train]" as a style tag and drop it
-            stderr.print(f"error: {err}", markup=False, soft_wrap=True)
+            stderr.print(f"error: {f'rank {rank}: ' if rank else ''}{err}", markup=False, soft_wrap=True)
             raise typer.Exit(err.exit_code) from None
 
     return wrapper
@@ -131,6 +144,15 @@ def train_command(
     precision: Annotated[str | None, typer.Option(
         help="fp32, or bf16 (autocast; faster on some hardware, less exact).",
         show_default=default("precision"))] = None,
+    nproc_per_node: Annotated[int | None, typer.Option(
+        help="Train with N processes on this machine (DDP), started by torch.distributed.run as "
+             "`torchrun --standalone --nproc-per-node N -m mlp_cli train ...` would; --batch-size stays the "
+             "total of one step.", show_default="1, no DDP")] = None,
+    backend: Annotated[str | None, typer.Option(
+        help="Under torchrun: gloo (CPU), nccl (CUDA) or auto.", show_default=default("backend"))] = None,
+    dist_timeout: Annotated[float | None, typer.Option(
+        help="Under torchrun: seconds a process waits for the others before the job fails.",
+        show_default=default("dist_timeout"))] = None,
     data_dir: DataDirOption = None,
     config: Annotated[Path | None, typer.Option(
         "--config", help="TOML file of settings (see configs/); flags given here override it.")] = None,
@@ -154,27 +176,45 @@ def train_command(
         "schedule": schedule, "warmup_epochs": warmup_epochs, "label_smoothing": label_smoothing,
         "augment": augment, "batch_size": batch_size, "epochs": epochs, "seed": seed, "val_size": val_size,
         "report_every": report_every, "train_metrics": train_metrics,
-        "device": device, "threads": threads, "precision": precision,
-        "data_dir": str(data_dir) if data_dir else None,
+        "device": device, "threads": threads, "precision": precision, "backend": backend,
+        "dist_timeout": dist_timeout, "data_dir": str(data_dir) if data_dir else None,
     }
     if resume is not None and (config is not None or out is not None):
         raise MlpError("--resume continues a run in its own folder with its own settings: "
                        "leave out --config and --out")
     settings = load_config(config, flags) if resume is None else None
-    from mlp_cli.events import ReporterGroup
+    if nproc_per_node is not None:
+        from mlp_cli.launch import launch_training
+        from mlp_cli.training import load_resumable
+
+        if resume is not None:
+            load_resumable(resume, flags)  # a bad checkpoint or flag is reported once, not by every process
+        options = {"config": config, "out": out, "resume": resume, "overwrite": overwrite or None,
+                   "quiet": quiet or None}
+        raise typer.Exit(launch_training(nproc_per_node, as_arguments({**flags, **options})))
+    from mlp_cli.events import NULL_REPORTER, ReporterGroup
     from mlp_cli.plots import CurvesReporter
     from mlp_cli.reporting import RichReporter
     from mlp_cli.runs import METRICS_FILE
-    from mlp_cli.signals import stop_on_signals
+    from mlp_cli.signals import STOP_SIGNALS, stop_on_signals
     from mlp_cli.training import resume_run, train
 
-    progress_console = Console(stderr=True, highlight=False, quiet=quiet)
-    with stop_on_signals() as stop, RichReporter(progress_console) as terminal:
-        reporter = ReporterGroup(terminal, CurvesReporter())
-        if resume is None:
-            result = train(settings, out, reporter, stop, overwrite)
-        else:
-            result = resume_run(resume, flags, reporter, stop)
+    is_main = torchrun_rank() == 0  # under torchrun only rank 0 shows progress and the result
+    progress_console = Console(stderr=True, highlight=False, quiet=quiet or not is_main)
+    try:
+        with stop_on_signals() as stop, RichReporter(progress_console) as terminal:
+            reporter = ReporterGroup(terminal, CurvesReporter()) if is_main else NULL_REPORTER
+            if resume is None:
+                result = train(settings, out, reporter, stop, overwrite)
+            else:
+                result = resume_run(resume, flags, reporter, stop)
+    finally:
+        if "TORCHELASTIC_RUN_ID" in os.environ:
+            # torchrun sends SIGTERM to every process once one has exited: let this one say its last words
+            for number in STOP_SIGNALS:
+                signal.signal(number, signal.SIG_IGN)
+    if not is_main:
+        return
     best, split = result.history[result.best_epoch - 1], result.selected_by
     summary = f"best {split} accuracy {getattr(best, f'{split}_accuracy'):.4f} at epoch {best.epoch}"
     if split == "val":
@@ -182,6 +222,18 @@ def train_command(
     stdout.print(f"{summary}: {result.best_checkpoint}", markup=False, soft_wrap=True)
     stdout.print(f"metrics: {result.run_dir / METRICS_FILE}; evaluate with: mlp eval {result.best_checkpoint}",
                  markup=False, soft_wrap=True)
+
+
+def as_arguments(options: dict[str, Any]) -> list[str]:
+    """Given options (None = not given) as command-line arguments again, for the processes to start."""
+    arguments = []
+    for key, value in options.items():
+        name = key.replace("_", "-")
+        if isinstance(value, bool):
+            arguments.append(f"--{name}" if value else f"--no-{name}")
+        elif value is not None:
+            arguments += [f"--{name}", str(value)]
+    return arguments
 
 
 @app.command("eval")

@@ -23,6 +23,7 @@ OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 SCHEDULES = ("none", "step", "cosine")
 AUGMENTATIONS = ("shift", "flip")
 INITS = ("book", "normal", "kaiming", "xavier")
+BACKENDS = ("auto", "gloo", "nccl")  # of torch.distributed under torchrun; auto: nccl on CUDA, else gloo
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 MAX_SEED = 2**63 - 1
 
@@ -56,6 +57,8 @@ class Config:
     device: str = "auto"  # auto picks cuda, then mps, then cpu
     threads: int = 0  # CPU threads for torch's kernels; 0 uses every core this process may run on
     precision: str = "fp32"  # bf16 runs the forward pass under autocast: faster on some hardware, less exact
+    backend: str = "auto"  # under torchrun: gloo (CPU) or nccl (CUDA); auto picks by device
+    dist_timeout: float = 300.0  # seconds a process waits for the others under torchrun before giving up
 
 
 FIELD_TYPES: dict[str, Any] = typing.get_type_hints(Config)
@@ -87,6 +90,8 @@ RANGE_CHECKS: dict[str, typing.Callable[[Any], str | None]] = {
     "train_metrics": lambda v: None,
     "threads": lambda v: None if v >= 0 else "an integer >= 0 (0 uses every core)",
     "precision": lambda v: None if v in PRECISIONS else f"one of {', '.join(PRECISIONS)}",
+    "backend": lambda v: None if v in BACKENDS else f"one of {', '.join(BACKENDS)}",
+    "dist_timeout": lambda v: None if math.isfinite(v) and v > 0 else "a number of seconds > 0",
 }
 
 

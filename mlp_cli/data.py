@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from mlp_cli.distributed import SINGLE_PROCESS, Ranks
 from mlp_cli.errors import DataError
 
 IDX_IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions: (count, rows, cols)
@@ -225,25 +226,28 @@ class DataModule:
         return self.test_images, self.test_labels
 
     def batches(self, split: str, batch_size: int, generator: torch.Generator | None = None,
-                skip: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                skip: int = 0, ranks: Ranks = SINGLE_PROCESS) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(images, labels) batches: shuffled by generator's permutation if given, else in file order.
 
         The last batch may be smaller, as with a DataLoader without drop_last. skip leaves out the first
-        batches, so that an epoch interrupted after `skip` batches continues with the same order.
+        batches, so that an epoch interrupted after `skip` batches continues with the same order. Under
+        several processes every process draws the same permutation and takes its own part of each batch
+        (ranks.share): together they see exactly the batches of one process, and the same number of them.
         """
         images, labels = self.split(split)
         count = len(labels)
         starts = range(skip * batch_size, count, batch_size)
-        if generator is None:
-            for start in starts:
-                yield images[start:start + batch_size], labels[start:start + batch_size]
-            return
         # drawn on the CPU so that a seed gives the same order on every device
-        order = torch.randperm(count, generator=generator).to(labels.device)
+        order = None if generator is None else torch.randperm(count, generator=generator).to(labels.device)
         for start in starts:
-            indices = order[start:start + batch_size]
-            # index_select gathers rows about twice as fast as images[indices] (measured on CPU)
-            yield images.index_select(0, indices), labels.index_select(0, indices)
+            part = ranks.share(min(batch_size, count - start))
+            rows = slice(start + part.start, start + part.stop)
+            if order is None:
+                yield images[rows], labels[rows]
+            else:
+                indices = order[rows]
+                # index_select gathers rows about twice as fast as images[indices] (measured on CPU)
+                yield images.index_select(0, indices), labels.index_select(0, indices)
 
 
 def hold_out(data: DataModule, count: int, generator: torch.Generator) -> DataModule:

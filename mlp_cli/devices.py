@@ -5,6 +5,7 @@ import os
 import torch
 
 from mlp_cli.config import DEVICE_PATTERN, Config
+from mlp_cli.distributed import SINGLE_PROCESS, Ranks
 from mlp_cli.errors import MlpError
 
 
@@ -40,17 +41,43 @@ def check_precision(device: torch.device, precision: str) -> None:
         raise MlpError(f"--precision bf16: {torch.cuda.get_device_name(device)} has no bf16 support; use fp32")
 
 
-def configure_threads(threads: int) -> int:
-    """Set torch's CPU thread count before any work (0 = every core this process may run on); return it."""
+def configure_threads(threads: int, processes_here: int = 1) -> int:
+    """Set torch's CPU thread count before any work and return it.
+
+    0 shares the cores this process may run on among the processes of the job on this machine: two
+    processes with two threads each on two cores run far slower than with one each (oversubscription).
+    """
     available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    count = threads or available
+    count = threads or max(1, available // processes_here)
     torch.set_num_threads(count)
     return count
 
 
+def resolve_rank_device(name: str, ranks: Ranks) -> torch.device:
+    """The device of this process of a distributed job: the CPU, or the GPU numbered by its local rank.
 
-def prepare_device(config: Config) -> tuple[torch.device, int]:
-    """The device and thread count for config, set up before any tensor work."""
-    device = resolve_device(config.device)
+    Raises:
+        MlpError: the device cannot be shared out by rank (mps, an explicit cuda:N) or there are too few GPUs.
+    """
+    if not DEVICE_PATTERN.fullmatch(name):
+        raise MlpError(f"--device {name}: expected auto, cpu or cuda under torchrun")
+    if name == "mps" or (name != "auto" and ":" in name):
+        raise MlpError(f"--device {name}: under torchrun each process takes cuda:LOCAL_RANK; "
+                       f"use --device cuda, cpu or auto")
+    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise MlpError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
+    if ranks.local_rank >= torch.cuda.device_count():
+        raise MlpError(f"local rank {ranks.local_rank} needs a GPU, but this machine has "
+                       f"{torch.cuda.device_count()}; start at most that many processes per node")
+    device = torch.device("cuda", ranks.local_rank)
+    torch.cuda.set_device(device)
+    return device
+
+
+def prepare_device(config: Config, ranks: Ranks = SINGLE_PROCESS) -> tuple[torch.device, int]:
+    """The device and thread count for config (and this process's rank), set up before any tensor work."""
+    device = resolve_rank_device(config.device, ranks) if ranks.is_distributed else resolve_device(config.device)
     check_precision(device, config.precision)
-    return device, configure_threads(config.threads)
+    return device, configure_threads(config.threads, ranks.local_world_size)

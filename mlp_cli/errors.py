@@ -5,10 +5,14 @@ class MlpError(Exception):
     """A problem the user can fix: bad flags, missing data, a broken checkpoint."""
 
     exit_code = 1
+    # under torchrun: raised alike by every process (they decided together), so rank 0 alone reports it
+    same_on_every_rank = False
 
 
 class ConfigError(MlpError):
     """A setting in a TOML file or on the command line is unknown, mistyped or out of range."""
+
+    same_on_every_rank = True  # every process reads the same flags and files
 
 
 class DataError(MlpError):
@@ -22,6 +26,8 @@ class CheckpointError(MlpError):
 class TrainingStoppedError(MlpError):
     """Training stopped early on purpose (a signal) and saved where to resume; exit_code follows the signal."""
 
+    same_on_every_rank = True  # the ranks agree to stop, after the same batch
+
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
         self.exit_code = exit_code
@@ -29,3 +35,5 @@ class TrainingStoppedError(MlpError):
 
 class TrainingDivergedError(MlpError):
     """The loss became NaN or infinite; nothing was saved after the last good epoch."""
+
+    same_on_every_rank = True  # found in the loss summed over the ranks

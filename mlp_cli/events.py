@@ -29,6 +29,7 @@ class TrainingPlan:
     num_epochs: int
     val_size: int  # images held out for validation (0: the test split selects best.pt, as in D2L)
     run_dir: str
+    processes: int = 1  # under torchrun: the ranks sharing each batch (batch_size is their total)
 
 
 @dataclass(frozen=True)

@@ -91,11 +91,15 @@ class RichReporter:
         if self.has_validation:
             self.table = self.progress.table = new_metrics_table(has_validation=True)
         layers = "-".join(str(width) for width in plan.hidden)
+        threads = f"{plan.threads} thread{'s' if plan.threads != 1 else ''}"
+        where, batch = f"on {plan.device} ({threads}, {plan.precision})", f"batch {plan.batch_size}"
+        if plan.processes > 1:
+            where = f"on {plan.processes} processes (DDP; rank 0 on {plan.device}, {threads}, {plan.precision})"
+            batch += f" in all (about {plan.batch_size // plan.processes} per process)"
         self.console.print(
-            f"training {plan.impl} MLP (hidden {layers}, {plan.num_parameters:,} parameters) on {plan.device} "
-            f"({plan.threads} threads, {plan.precision}); "
+            f"training {plan.impl} MLP (hidden {layers}, {plan.num_parameters:,} parameters) {where}; "
             f"{plan.dataset} from {plan.data_source} ({plan.train_samples:,} train, {plan.test_samples:,} test); "
-            f"batch {plan.batch_size}, {plan.num_epochs} epochs; run folder {plan.run_dir}",
+            f"{batch}, {plan.num_epochs} epochs; run folder {plan.run_dir}",
             markup=False, soft_wrap=True,
         )
         self.progress.reset(self.task, total=plan.train_samples,

@@ -13,16 +13,17 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 class StopRequest:
     """Set by a signal handler; the training loop looks at it after every batch."""
 
-    signal_number: int | None = None
+    signal_number: int | None = None  # the signal this process received
+    shared_signal: int | None = None  # under torchrun: a signal another process received, which all obey
 
     @property
     def is_requested(self) -> bool:
-        return self.signal_number is not None
+        return self.signal_number is not None or self.shared_signal is not None
 
     @property
     def exit_code(self) -> int:
         """The shell's convention: 128 + the signal number (130 for SIGINT, 143 for SIGTERM)."""
-        return 128 + (self.signal_number or 0)
+        return 128 + (self.signal_number or self.shared_signal or 0)
 
 
 @contextmanager
@@ -32,7 +33,7 @@ def stop_on_signals() -> Iterator[StopRequest]:
     previous = {number: signal.getsignal(number) for number in STOP_SIGNALS}
 
     def handle(number: int, frame: FrameType | None) -> None:
-        if request.is_requested:  # asked twice: the user wants out now
+        if request.signal_number is not None:  # asked twice: the user wants out now
             signal.signal(number, signal.SIG_DFL)
             signal.raise_signal(number)
         request.signal_number = number

@@ -5,6 +5,7 @@ It knows nothing about the terminal: it tells a Reporter what happens, with plai
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -23,6 +24,7 @@ from mlp_cli.checkpoint import load_checkpoint, restore_model, save_checkpoint
 from mlp_cli.config import Config, config_to_dict, config_to_toml, validate_settings
 from mlp_cli.data import DataModule, hold_out, load_data
 from mlp_cli.devices import prepare_device
+from mlp_cli.distributed import SINGLE_PROCESS, Ranks, launched_ranks, process_group
 from mlp_cli.errors import CheckpointError, ConfigError, MlpError, TrainingDivergedError, TrainingStoppedError
 from mlp_cli.events import NULL_REPORTER, BatchProgress, EpochMetrics, FitResult, Reporter, TrainingPlan
 from mlp_cli.models import build_model
@@ -45,26 +47,33 @@ class SplitMetrics:
     loss: float  # mean cross-entropy
     accuracy: float
     confusion: torch.Tensor  # (q, q) counts on the CPU: row = true class, column = predicted class
-    predictions: torch.Tensor  # (n,) predicted class of every image of the split, in file order, on the CPU
+    # (n,) predicted class of every image of the split, in file order, on the CPU; None when several
+    # processes shared the work (each saw only its part)
+    predictions: torch.Tensor | None
 
 
-def evaluate(model: nn.Module, data: DataModule, split: str, config: Config) -> SplitMetrics:
-    """Mean cross-entropy loss, accuracy and confusion matrix of model on a whole split."""
+def evaluate(model: nn.Module, data: DataModule, split: str, config: Config,
+             ranks: Ranks = SINGLE_PROCESS) -> SplitMetrics:
+    """Mean cross-entropy loss, accuracy and confusion matrix of model on a whole split.
+
+    Under torchrun each rank evaluates its part of every batch and the sums are added up over the ranks,
+    so every rank gets the numbers of the whole split.
+    """
     model.eval()
     device, classes = data.train_labels.device, data.num_classes
     loss_sum = torch.zeros((), device=device)
     counts = torch.zeros(classes * classes, dtype=torch.long, device=device)
     predictions = []
     with torch.inference_mode(), precision_context(data, config):
-        for images, labels in data.batches(split, config.batch_size):
+        for images, labels in data.batches(split, config.batch_size, ranks=ranks):
             logits = model(images)
             loss_sum += functional.cross_entropy(logits, labels, reduction="sum")
             predictions.append(logits.argmax(dim=1))
             counts += torch.bincount(labels * classes + predictions[-1], minlength=classes * classes)
-    confusion = counts.reshape(classes, classes).cpu()
+    confusion = ranks.sum(counts).reshape(classes, classes).cpu()
     count = len(data.split(split)[1])
-    return SplitMetrics(loss_sum.item() / count, confusion.trace().item() / count, confusion,
-                        torch.cat(predictions).cpu())
+    return SplitMetrics(ranks.sum(loss_sum).item() / count, confusion.trace().item() / count, confusion,
+                        None if ranks.is_distributed else torch.cat(predictions).cpu())
 
 
 @dataclass
@@ -89,9 +98,23 @@ class EpochProgress:
                 "correct": self.correct.cpu(), "seconds": self.seconds}
 
     @classmethod
-    def from_dict(cls, saved: dict[str, Any], device: torch.device) -> "EpochProgress":
-        return cls(saved["order_state"], saved["batches_done"], saved["samples_done"],
-                   saved["loss_sum"].to(device), saved["correct"].to(device), saved["seconds"])
+    def from_dict(cls, saved: dict[str, Any], device: torch.device,
+                  ranks: Ranks = SINGLE_PROCESS) -> "EpochProgress":
+        """The saved epoch in progress; its sums (of all ranks) go to rank 0 alone, so that they add up once."""
+        progress = cls(saved["order_state"], saved["batches_done"], saved["samples_done"],
+                       saved["loss_sum"].to(device), saved["correct"].to(device), saved["seconds"])
+        if ranks.is_main:
+            return progress
+        return dataclasses.replace(progress, samples_done=0, loss_sum=torch.zeros_like(progress.loss_sum),
+                                   correct=torch.zeros_like(progress.correct))
+
+    def summed(self, ranks: Ranks) -> "EpochProgress":
+        """The sums over all ranks (each rank adds up its own part of every batch); the same on every rank."""
+        if not ranks.is_distributed:
+            return self
+        counts = ranks.sum(torch.stack([self.correct, torch.tensor(self.samples_done, device=self.correct.device)]))
+        return dataclasses.replace(self, loss_sum=ranks.sum(self.loss_sum.clone()), correct=counts[0],
+                                   samples_done=int(counts[1]))
 
 
 def check_finite(loss: torch.Tensor | float, where: str, config: Config, last_good: str) -> None:
@@ -104,40 +127,50 @@ def check_finite(loss: torch.Tensor | float, where: str, config: Config, last_go
 
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: DataModule, config: Config,
                 generator: torch.Generator, epoch: int, progress: EpochProgress, reporter: Reporter,
-                stop: StopRequest | None = None, last_good: str = "none") -> bool:
-    """Continue the epoch from progress (updated in place); returns False if stopped early by a signal."""
+                stop: StopRequest | None = None, last_good: str = "none", ranks: Ranks = SINGLE_PROCESS) -> bool:
+    """Continue the epoch from progress (updated in place with this rank's sums); False if stopped by a signal.
+
+    Under torchrun, model is the DistributedDataParallel wrapper and this rank trains on its part of each batch.
+    """
     model.train()
     generator.set_state(progress.order_state)  # the same permutation again, then skip the batches done
     started, next_report = time.perf_counter(), time.perf_counter() + REPORT_INTERVAL_SECONDS
-    batches = data.batches("train", config.batch_size, generator, skip=progress.batches_done)
+    train_count = len(data.train_labels)
+    num_batches = math.ceil(train_count / config.batch_size)
+    batches = data.batches("train", config.batch_size, generator, skip=progress.batches_done, ranks=ranks)
     for images, labels in batches:
+        batch_count = min(config.batch_size, train_count - progress.batches_done * config.batch_size)  # all ranks
         if config.augment:
             # seeded by (seed, epoch, batch): the same draws again when an interrupted epoch is resumed
             batch_seed = derive_seed(config.seed, f"augment:{epoch}:{progress.batches_done}")
-            images = augment_batch(images, config.augment, torch.Generator().manual_seed(batch_seed))
+            images = augment_batch(images, config.augment, torch.Generator().manual_seed(batch_seed),
+                                   ranks.share(batch_count), batch_count)
         with precision_context(data, config):
             logits = model(images)  # (n, q)
-            loss = functional.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
+            summed_loss = functional.cross_entropy(logits, labels, label_smoothing=config.label_smoothing,
+                                                   reduction="sum")
+        # the mean over the whole batch: DDP averages the ranks' gradients, so each rank divides by the
+        # batch size over the number of ranks (one process: the plain mean), whatever its own part's size
+        loss = summed_loss / (batch_count / ranks.world_size)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         # summed on the device and read only when reporting: no host sync per batch
-        progress.loss_sum.add_(loss.detach(), alpha=len(labels))
+        progress.loss_sum.add_(summed_loss.detach())
         progress.correct.add_((logits.detach().argmax(dim=1) == labels).sum())
         progress.batches_done += 1
         progress.samples_done += len(labels)
-        if time.perf_counter() >= next_report:
-            where = f"in epoch {epoch} (detected at batch {progress.batches_done})"
-            check_finite(progress.loss_sum, where, config, last_good)
-            reporter.on_batch(BatchProgress(epoch, progress.samples_done, loss.item()))
+        if ranks.is_main and time.perf_counter() >= next_report:
+            if not ranks.is_distributed:  # several ranks check their summed loss together, after the epoch
+                where = f"in epoch {epoch} (detected at batch {progress.batches_done})"
+                check_finite(progress.loss_sum, where, config, last_good)
+            samples_seen = min(progress.batches_done * config.batch_size, train_count)  # by all ranks
+            reporter.on_batch(BatchProgress(epoch, samples_seen, summed_loss.item() / max(len(labels), 1)))
             next_report = time.perf_counter() + REPORT_INTERVAL_SECONDS
-        if stop is not None and stop.is_requested:
+        if ranks.agree_to_stop(stop, progress.batches_done, num_batches):
             progress.seconds += time.perf_counter() - started
             return False
     progress.seconds += time.perf_counter() - started
-    check_finite(progress.loss_sum, f"in epoch {epoch} (detected at batch {progress.batches_done})", config,
-                 last_good)
-    reporter.on_batch(BatchProgress(epoch, progress.samples_done, progress.loss_sum.item() / progress.samples_done))
     return True
 
 
@@ -160,7 +193,7 @@ class RunState:
     history: list[EpochMetrics]
     progress: dict[str, Any] | None  # EpochProgress.to_dict() of the epoch in progress, None at a boundary
     order_state: torch.Tensor | None  # the data-order generator at the next epoch boundary
-    torch_rng: torch.Tensor | None
+    torch_rng: torch.Tensor | None  # this rank's global torch RNG (dropout masks)
 
 
 FRESH_RUN = RunState(None, [], None, None, None)
@@ -180,8 +213,15 @@ def make_optimizer(model: nn.Module, config: Config) -> torch.optim.Optimizer:
 
 def make_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, data: DataModule, config: Config,
                     history: list[EpochMetrics], progress: EpochProgress | None,
-                    generator: torch.Generator) -> dict[str, Any]:
-    """Everything needed to evaluate the model, or to resume the run exactly (plain types and tensors only)."""
+                    generator: torch.Generator, ranks: Ranks = SINGLE_PROCESS) -> dict[str, Any]:
+    """Everything needed to evaluate the model, or to resume the run exactly (plain types and tensors only).
+
+    model is the plain module, never the DDP wrapper, so the weights load into a single process as they are.
+    Called on every rank under torchrun: it collects each rank's RNG state (their dropout masks differ).
+    """
+    rng = {"torch": torch.get_rng_state(), "data_order": generator.get_state()}
+    if ranks.is_distributed:
+        rng["torch_by_rank"] = ranks.gather(torch.get_rng_state())
     return {
         "config": config_to_dict(config),
         "model": {"num_inputs": data.num_inputs, "num_outputs": data.num_classes,
@@ -191,19 +231,22 @@ def make_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, data: Da
         "epoch": len(history),
         "metrics": [dataclasses.asdict(row) for row in history],
         "progress": None if progress is None else progress.to_dict(),
-        "rng": {"torch": torch.get_rng_state(), "data_order": generator.get_state()},
+        "rng": rng,
     }
 
 
 def fit(model: nn.Module, data: DataModule, config: Config, run_dir: Path, reporter: Reporter = NULL_REPORTER,
-        state: RunState = FRESH_RUN, stop: StopRequest | None = None) -> FitResult:
+        state: RunState = FRESH_RUN, stop: StopRequest | None = None, ranks: Ranks = SINGLE_PROCESS) -> FitResult:
     """Train model up to config.epochs, writing metrics and last/best checkpoints into run_dir.
+
+    Under torchrun every rank calls fit; they train one model together and only rank 0 writes files.
 
     Raises:
         TrainingStoppedError: a stop was requested; last.pt holds the run mid-epoch, ready to resume.
         TrainingDivergedError: the loss became NaN or infinite; nothing was saved after the last good epoch.
     """
     device = data.train_labels.device
+    trained = ranks.parallel(model, device)  # what the training steps run: model, or DDP around it
     optimizer = make_optimizer(model, config)
     generator = torch.Generator().manual_seed(derive_seed(config.seed, "data-order"))
     if state.optimizer_state is not None:
@@ -219,28 +262,40 @@ def fit(model: nn.Module, data: DataModule, config: Config, run_dir: Path, repor
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(config, epoch)
         if state.progress is not None and epoch == len(state.history) + 1:
-            progress = EpochProgress.from_dict(state.progress, device)
+            progress = EpochProgress.from_dict(state.progress, device, ranks)
         else:
             progress = EpochProgress.start(generator, device)
-        if not train_epoch(model, optimizer, data, config, generator, epoch, progress, reporter, stop, last_good):
+        finished = train_epoch(trained, optimizer, data, config, generator, epoch, progress, reporter, stop,
+                               last_good, ranks)
+        progress = progress.summed(ranks)
+        if not finished:
             path = run_dir / LAST_CHECKPOINT
-            save_checkpoint(make_checkpoint(model, optimizer, data, config, history, progress, generator), path)
+            checkpoint = make_checkpoint(model, optimizer, data, config, history, progress, generator, ranks)
+            ranks.on_main(functools.partial(save_checkpoint, checkpoint, path))
             raise TrainingStoppedError(f"stopped in epoch {epoch} after batch {progress.batches_done}; saved {path}; "
                                   f"resume with: mlp train --resume {path}", stop.exit_code)
-        history.append(measure_epoch(model, data, config, epoch, progress, last_good))
-        write_metrics(run_dir, history)
+        check_finite(progress.loss_sum, f"in epoch {epoch} (detected at batch {progress.batches_done})", config,
+                     last_good)
+        reporter.on_batch(BatchProgress(epoch, progress.samples_done, progress.loss_sum.item() / progress.samples_done))
+        history.append(measure_epoch(model, data, config, epoch, progress, last_good, ranks))
+        ranks.on_main(functools.partial(write_metrics, run_dir, history))
         reporter.on_epoch(history[-1])
-        checkpoint = make_checkpoint(model, optimizer, data, config, history, None, generator)
-        save_checkpoint(checkpoint, run_dir / LAST_CHECKPOINT)
-        last_good = str(run_dir / LAST_CHECKPOINT)
-        reporter.on_checkpoint(run_dir / LAST_CHECKPOINT)
         accuracy = selection_accuracy(history[-1], selected_by)
-        if accuracy is not None and (
-                best_epoch == 0 or accuracy > selection_accuracy(history[best_epoch - 1], selected_by)):
-            best_epoch = epoch
-            save_checkpoint(checkpoint, run_dir / BEST_CHECKPOINT)
-            reporter.on_checkpoint(run_dir / BEST_CHECKPOINT)
+        is_best = accuracy is not None and (
+            best_epoch == 0 or accuracy > selection_accuracy(history[best_epoch - 1], selected_by))
+        best_epoch = epoch if is_best else best_epoch
+        checkpoint = make_checkpoint(model, optimizer, data, config, history, None, generator, ranks)
+        saved = [run_dir / LAST_CHECKPOINT, *([run_dir / BEST_CHECKPOINT] if is_best else [])]
+        ranks.on_main(functools.partial(save_checkpoints, checkpoint, saved))
+        last_good = str(run_dir / LAST_CHECKPOINT)
+        for path in saved:
+            reporter.on_checkpoint(path)
     return FitResult(run_dir, history, best_epoch, selected_by)
+
+
+def save_checkpoints(checkpoint: dict[str, Any], paths: list[Path]) -> None:
+    for path in paths:
+        save_checkpoint(checkpoint, path)
 
 
 def learning_rate(config: Config, epoch: int) -> float:
@@ -261,23 +316,23 @@ def selection_accuracy(row: EpochMetrics, split: str) -> float | None:
 
 
 def measure_epoch(model: nn.Module, data: DataModule, config: Config, epoch: int, progress: EpochProgress,
-                  last_good: str) -> EpochMetrics:
-    """The epoch's metrics row: running train averages always; the test split (and with train_metrics, the
-    whole train split) evaluated every report_every epochs and after the last."""
+                  last_good: str, ranks: Ranks = SINGLE_PROCESS) -> EpochMetrics:
+    """The epoch's metrics row: running train averages (progress: summed over the ranks) always; the test split
+    (and with train_metrics, the whole train split) evaluated every report_every epochs and after the last."""
     row = EpochMetrics(epoch, progress.loss_sum.item() / progress.samples_done,
                        progress.correct.item() / progress.samples_done, seconds=progress.seconds)
     if epoch % config.report_every and epoch != config.epochs:
         return row
     if config.val_size:
-        val = evaluate(model, data, "val", config)
+        val = evaluate(model, data, "val", config, ranks)
         check_finite(val.loss, f"on the validation split after epoch {epoch}", config, last_good)
         row = dataclasses.replace(row, val_loss=val.loss, val_accuracy=val.accuracy)
     if not config.val_size or epoch == config.epochs:  # with a validation split, test once, at the end
-        test = evaluate(model, data, "test", config)
+        test = evaluate(model, data, "test", config, ranks)
         check_finite(test.loss, f"on the test split after epoch {epoch}", config, last_good)
         row = dataclasses.replace(row, test_loss=test.loss, test_accuracy=test.accuracy)
     if config.train_metrics:
-        train = evaluate(model, data, "train", config)
+        train = evaluate(model, data, "train", config, ranks)
         row = dataclasses.replace(row, train_eval_loss=train.loss, train_eval_accuracy=train.accuracy)
     return row
 
@@ -303,39 +358,56 @@ def load_training_data(config: Config, device: torch.device) -> DataModule:
 
 
 def describe_run(config: Config, model: nn.Module, device: torch.device, threads: int, data: DataModule,
-                 run_dir: Path, first_epoch: int) -> TrainingPlan:
+                 run_dir: Path, first_epoch: int, ranks: Ranks = SINGLE_PROCESS) -> TrainingPlan:
     return TrainingPlan(
         impl=config.impl, hidden=config.hidden, num_parameters=sum(p.numel() for p in model.parameters()),
         device=str(device), threads=threads, precision=config.precision,
         dataset=config.dataset, data_source=str(data.source),
         train_samples=len(data.train_labels), test_samples=len(data.test_labels),
         batch_size=config.batch_size, first_epoch=first_epoch, num_epochs=config.epochs, val_size=config.val_size,
-        run_dir=str(run_dir),
+        run_dir=str(run_dir), processes=ranks.world_size,
     )
 
+
+def seed_rank(config: Config, ranks: Ranks) -> None:
+    """Under torchrun, give each rank its own torch RNG stream once the (identical) model is built, so that
+    the ranks' dropout masks are independent rather than copies of each other."""
+    if ranks.is_distributed:
+        torch.manual_seed(derive_seed(config.seed, f"rank:{ranks.rank}"))
+
+
+def start_run_dir(out: Path | None, config: Config, overwrite: bool) -> Path:
+    """A new run folder holding the resolved config."""
+    run_dir = create_run_dir(out, config.impl, overwrite)
+    (run_dir / CONFIG_FILE).write_text(config_to_toml(config))
+    return run_dir
 
 
 def train(config: Config, out: Path | None = None, reporter: Reporter = NULL_REPORTER,
           stop: StopRequest | None = None, overwrite: bool = False) -> FitResult:
     """Load the data, build the model from config.seed, and fit it in a new run folder.
 
+    Launched by torchrun, each process calls train: they join one process group and train with DDP.
+
     Raises:
         MlpError: the device, the data or the run folder is not usable; or training stopped early.
     """
-    device, threads = prepare_device(config)
+    ranks = launched_ranks()
+    device, threads = prepare_device(config, ranks)
     data = load_training_data(config, device)
     torch.manual_seed(config.seed)
     # built on the CPU so that a seed gives the same initial weights on every device
     model = build_model(config.impl, data.num_inputs, config.hidden, data.num_classes, config.sigma,
                         config.activation, config.dropout, config.init)
     model.to(device)
-    run_dir = create_run_dir(out, config.impl, overwrite)
-    (run_dir / CONFIG_FILE).write_text(config_to_toml(config))
-    reporter.on_start(describe_run(config, model, device, threads, data, run_dir, first_epoch=1))
-    return fit(model, data, config, run_dir, reporter, FRESH_RUN, stop)
+    seed_rank(config, ranks)
+    with process_group(ranks, device, config.backend, config.dist_timeout) as ranks:
+        run_dir = ranks.on_main(functools.partial(start_run_dir, out, config, overwrite))
+        reporter.on_start(describe_run(config, model, device, threads, data, run_dir, 1, ranks))
+        return fit(model, data, config, run_dir, reporter, FRESH_RUN, stop, ranks)
 
 
-RESUMABLE_CHANGES = ("epochs", "device", "threads", "data_dir")
+RESUMABLE_CHANGES = ("epochs", "device", "threads", "data_dir", "backend", "dist_timeout")
 
 
 def resumed_config(saved: Config, overrides: dict[str, Any], path: Path) -> Config:
@@ -355,9 +427,8 @@ def resumed_config(saved: Config, overrides: dict[str, Any], path: Path) -> Conf
     return requested
 
 
-def resume_run(path: Path, overrides: dict[str, Any], reporter: Reporter = NULL_REPORTER,
-           stop: StopRequest | None = None) -> FitResult:
-    """Continue the run that wrote checkpoint path, in its own folder, exactly where it stopped.
+def load_resumable(path: Path, overrides: dict[str, Any]) -> tuple[dict[str, Any], Config, nn.Module]:
+    """The checkpoint at path, the config to continue it with, and its model, once all are checked.
 
     Raises:
         MlpError: the checkpoint is not resumable, a flag conflicts with it, or there is nothing left to do.
@@ -367,17 +438,43 @@ def resume_run(path: Path, overrides: dict[str, Any], reporter: Reporter = NULL_
         raise CheckpointError(f"{path}: checkpoint has no optimizer or RNG state, so it cannot be resumed")
     saved, model = restore_model(checkpoint, path)
     config = resumed_config(saved, overrides, path)
-    epochs_done, progress = checkpoint["epoch"], checkpoint.get("progress")
-    if epochs_done >= config.epochs:
-        raise ConfigError(f"{path}: the run already has {epochs_done} epochs; pass --epochs N with N > "
-                          f"{epochs_done} to train further")
-    device, threads = prepare_device(config)
+    if checkpoint["epoch"] >= config.epochs:
+        raise ConfigError(f"{path}: the run already has {checkpoint['epoch']} epochs; pass --epochs N with N > "
+                          f"{checkpoint['epoch']} to train further")
+    return checkpoint, config, model
+
+
+def rank_rng_state(saved: dict[str, Any], config: Config, ranks: Ranks) -> torch.Tensor:
+    """This rank's torch RNG state from a checkpoint's: its own if the run had as many ranks, else rank 0's
+    for rank 0 and a fresh stream for the others (their dropout masks then differ from an unbroken run)."""
+    by_rank = saved.get("torch_by_rank")
+    if by_rank is not None and len(by_rank) == ranks.world_size:
+        return by_rank[ranks.rank]
+    if ranks.is_main:
+        return saved["torch"]
+    return torch.Generator().manual_seed(derive_seed(config.seed, f"rank:{ranks.rank}:resumed")).get_state()
+
+
+def resume_run(path: Path, overrides: dict[str, Any], reporter: Reporter = NULL_REPORTER,
+               stop: StopRequest | None = None) -> FitResult:
+    """Continue the run that wrote checkpoint path, in its own folder, exactly where it stopped.
+
+    Under torchrun every process reads the checkpoint (on several machines, path must be visible to all),
+    whatever the number of processes that wrote it.
+
+    Raises:
+        MlpError: the checkpoint is not resumable, a flag conflicts with it, or there is nothing left to do.
+    """
+    ranks = launched_ranks()
+    checkpoint, config, model = load_resumable(path, overrides)
+    device, threads = prepare_device(config, ranks)
     data = load_training_data(config, device)
     model.to(device)
-    run_dir = path.parent
-    (run_dir / CONFIG_FILE).write_text(config_to_toml(config))
-    history = [EpochMetrics(**row) for row in checkpoint["metrics"]]
-    state = RunState(checkpoint["optimizer_state"], history, progress, checkpoint["rng"]["data_order"],
-                     checkpoint["rng"]["torch"])
-    reporter.on_start(describe_run(config, model, device, threads, data, run_dir, first_epoch=epochs_done + 1))
-    return fit(model, data, config, run_dir, reporter, state, stop)
+    with process_group(ranks, device, config.backend, config.dist_timeout) as ranks:
+        run_dir = path.parent
+        ranks.on_main(functools.partial((run_dir / CONFIG_FILE).write_text, config_to_toml(config)))
+        history = [EpochMetrics(**row) for row in checkpoint["metrics"]]
+        state = RunState(checkpoint["optimizer_state"], history, checkpoint.get("progress"),
+                         checkpoint["rng"]["data_order"], rank_rng_state(checkpoint["rng"], config, ranks))
+        reporter.on_start(describe_run(config, model, device, threads, data, run_dir, checkpoint["epoch"] + 1, ranks))
+        return fit(model, data, config, run_dir, reporter, state, stop, ranks)

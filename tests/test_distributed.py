@@ -1,0 +1,261 @@
+"""DistributedDataParallel under torchrun: the same run as one process, checkpoints either way, failures that end.
+
+The multi-process tests start real torchrun jobs (2 processes, gloo, CPU) on the synthetic data set.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+from typer.testing import CliRunner
+
+from mlp_cli import launch
+from mlp_cli.augment import augment_batch
+from mlp_cli.cli import app
+from mlp_cli.config import load_config
+from mlp_cli.data import load_data
+from mlp_cli.devices import configure_threads, resolve_rank_device
+from mlp_cli.distributed import Ranks, choose_backend
+from mlp_cli.errors import MlpError
+from mlp_cli.training import resume_run, train
+
+HELPERS = Path(__file__).parent / "helpers"
+JOB_SECONDS = 180  # a stuck job fails the test instead of hanging the suite
+SMALL = {"hidden": (32,), "epochs": 3, "device": "cpu", "threads": 1, "seed": 7}
+
+
+def small_config(data_dir: Path, **changes: object):
+    return load_config(None, {"data_dir": str(data_dir), **SMALL, **changes})
+
+
+def as_flags(data_dir: Path, **changes: object) -> list[str]:
+    """The flags of small_config(data_dir, **changes) for `mlp train`."""
+    flags = []
+    for key, value in {"data_dir": data_dir, **SMALL, **changes}.items():
+        text = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+        flags += [f"--{key.replace('_', '-')}", text]
+    return flags
+
+
+def torchrun(*arguments: str | Path, script: Path | None = None) -> subprocess.CompletedProcess:
+    """`torchrun --standalone --nproc-per-node 2 -m mlp_cli ARGUMENTS` (or SCRIPT ARGUMENTS), waited for."""
+    target = [str(script)] if script else ["-m", "mlp_cli"]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *target,
+               *map(str, arguments)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=JOB_SECONDS,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def mlp(*arguments: str | Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mlp_cli", *map(str, arguments)], capture_output=True, text=True,
+                          timeout=JOB_SECONDS)
+
+
+def weights(checkpoint: Path) -> dict[str, torch.Tensor]:
+    return torch.load(checkpoint, weights_only=True)["model_state"]
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    """The metrics rows without their wall-clock seconds."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{key: value for key, value in row.items() if key != "seconds"} for row in rows]
+
+
+def assert_same_run(first: Path, second: Path) -> None:
+    """Equal final weights (to 1e-5) and equal metrics (to 1e-5) in two run folders."""
+    one, other = weights(first / "last.pt"), weights(second / "last.pt")
+    assert list(one) == list(other)
+    for key in one:
+        torch.testing.assert_close(other[key], one[key], rtol=0, atol=1e-5)
+    for row, other_row in zip(metrics(first), metrics(second), strict=True):
+        assert row.keys() == other_row.keys()
+        for key, value in row.items():
+            assert value == pytest.approx(other_row[key], abs=1e-5), (key, row["epoch"])
+
+
+def test_the_ranks_parts_of_a_batch_are_disjoint_and_cover_it() -> None:
+    for world_size in range(1, 5):
+        for count in range(0, 30):
+            parts = [Ranks(rank, world_size).share(count) for rank in range(world_size)]
+            assert [index for part in parts for index in range(count)[part]] == list(range(count))
+            sizes = [part.stop - part.start for part in parts]
+            assert max(sizes) - min(sizes) <= 1
+
+
+def test_the_ranks_batches_put_together_are_the_single_process_batches(data_dir: Path) -> None:
+    data = load_data("fashion-mnist", data_dir)
+    for skip in (0, 2):
+        single = list(data.batches("train", 25, torch.Generator().manual_seed(1), skip=skip))
+        parts = [list(data.batches("train", 25, torch.Generator().manual_seed(1), skip=skip, ranks=Ranks(rank, 3)))
+                 for rank in range(3)]
+        assert [len(rank_batches) for rank_batches in parts] == [len(single)] * 3  # no rank waits for another
+        for index, (images, labels) in enumerate(single):
+            assert torch.equal(torch.cat([rank_batches[index][1] for rank_batches in parts]), labels)
+            assert torch.equal(torch.cat([rank_batches[index][0] for rank_batches in parts]), images)
+
+
+def test_augmenting_a_part_of_a_batch_gives_that_part_of_the_augmented_batch() -> None:
+    images = torch.rand(10, 1, 28, 28)
+    whole = augment_batch(images, ("shift", "flip"), torch.Generator().manual_seed(3))
+    for rank in range(3):
+        rows = Ranks(rank, 3).share(10)
+        part = augment_batch(images[rows], ("shift", "flip"), torch.Generator().manual_seed(3), rows, 10)
+        assert torch.equal(part, whole[rows])
+
+
+def test_a_process_of_a_job_takes_the_gpu_of_its_local_rank_or_the_cpu() -> None:
+    assert resolve_rank_device("cpu", Ranks(1, 2, 1, 2)).type == "cpu"
+    if not torch.cuda.is_available():
+        assert resolve_rank_device("auto", Ranks(1, 2, 1, 2)).type == "cpu"
+    for name in ("cuda:1", "mps"):
+        with pytest.raises(MlpError, match="LOCAL_RANK"):
+            resolve_rank_device(name, Ranks(0, 2, 0, 2))
+
+
+def test_gloo_runs_on_the_cpu_and_nccl_needs_cuda() -> None:
+    assert choose_backend("auto", torch.device("cpu")) == "gloo"
+    assert choose_backend("gloo", torch.device("cpu")) == "gloo"
+    with pytest.raises(MlpError, match="nccl needs CUDA"):
+        choose_backend("nccl", torch.device("cpu"))
+
+
+def test_the_processes_on_one_machine_share_its_cores_unless_told() -> None:
+    cores = len(os.sched_getaffinity(0))
+    assert configure_threads(0, processes_here=2) == max(1, cores // 2)
+    assert configure_threads(3, processes_here=2) == 3
+    torch.set_num_threads(1)
+
+
+def test_two_processes_train_the_same_model_as_one_process_with_the_same_global_batch(data_dir: Path) -> None:
+    # batch 25 of 96 images: parts of 13 and 12, and a last batch of 21 split 11 and 10
+    changes = {"batch_size": 25, "epochs": 2}
+    train(small_config(data_dir, **changes), Path("one"))
+    job = torchrun("train", *as_flags(data_dir, **changes), "--out", "two")
+    assert job.returncode == 0, job.stderr
+    assert_same_run(Path("one"), Path("two"))
+    assert "2 processes" in job.stderr and "about 12 per process" in job.stderr
+    assert job.stdout.count("best test accuracy") == 1  # rank 0 alone reports
+    assert job.stderr.count("training scratch MLP") == 1
+
+
+def test_the_mlp_shortcut_launches_the_same_job_with_augmentation_and_a_validation_split(data_dir: Path) -> None:
+    changes = {"impl": "concise", "hidden": (32, 16), "optimizer": "momentum", "lr": 0.05, "augment": ("shift", "flip"),
+               "schedule": "cosine", "label_smoothing": 0.1, "val_size": 20, "batch_size": 16, "epochs": 2}
+    train(small_config(data_dir, **changes), Path("one"))
+    job = mlp("train", "--nproc-per-node", "2", *as_flags(data_dir, **changes), "--out", "two")
+    assert job.returncode == 0, job.stderr
+    assert_same_run(Path("one"), Path("two"))
+    assert "on 2 processes (DDP" in job.stderr
+
+
+def test_a_ddp_checkpoint_loads_in_one_process_without_module_prefixes(data_dir: Path) -> None:
+    job = torchrun("train", *as_flags(data_dir, impl="concise", batch_size=16, epochs=1), "--out", "two")
+    assert job.returncode == 0, job.stderr
+    assert list(weights(Path("two/last.pt"))) == ["1.weight", "1.bias", "3.weight", "3.bias"]
+    evaluated = CliRunner().invoke(app, ["eval", "two/best.pt", "--data-dir", str(data_dir), "--json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads(evaluated.stdout)["accuracy"] == metrics(Path("two"))[-1]["test_accuracy"]
+
+
+def test_a_single_process_run_resumes_under_torchrun_as_if_never_stopped(data_dir: Path) -> None:
+    train(small_config(data_dir, batch_size=16, epochs=1), Path("resumed"))
+    job = torchrun("train", "--resume", "resumed/last.pt", "--epochs", "3")
+    assert job.returncode == 0, job.stderr
+    train(small_config(data_dir, batch_size=16, epochs=3), Path("straight"))
+    assert_same_run(Path("straight"), Path("resumed"))
+
+
+def test_sigterm_to_one_rank_stops_every_rank_and_the_run_resumes_in_one_process(data_dir: Path) -> None:
+    # batch 4: 24 batches an epoch; rank 1 gets SIGTERM in epoch 2, the ranks agree to stop after batch 16
+    flags = as_flags(data_dir, batch_size=4, epochs=3)
+    job = torchrun("1", "30", "sigterm", "train", *flags, "--out", "stopped", script=HELPERS / "faulty_rank.py")
+    assert job.returncode != 0
+    assert "error: stopped in epoch 2 after batch 16; saved stopped/last.pt" in job.stderr, job.stderr
+    assert "rank 1:" not in job.stderr  # rank 0 speaks for all
+    assert len(metrics(Path("stopped"))) == 1
+    resume_run(Path("stopped/last.pt"), {})
+    train(small_config(data_dir, batch_size=4, epochs=3), Path("straight"))
+    assert_same_run(Path("straight"), Path("stopped"))
+
+
+def test_an_exception_in_one_rank_ends_the_job_at_once_with_a_clear_message(data_dir: Path) -> None:
+    started = time.monotonic()
+    flags = as_flags(data_dir, batch_size=8, epochs=50, dist_timeout=600)
+    job = torchrun("1", "20", "raise", "train", *flags, "--out", "failed", script=HELPERS / "faulty_rank.py")
+    assert job.returncode != 0
+    assert time.monotonic() - started < 120  # long before --dist-timeout
+    assert "RuntimeError: injected fault" in job.stderr
+    assert "error: lost contact with another process of the job" in job.stderr
+
+
+def test_a_stuck_rank_fails_the_job_after_the_dist_timeout(data_dir: Path) -> None:
+    flags = as_flags(data_dir, batch_size=8, epochs=50, dist_timeout=3)
+    job = torchrun("1", "20", "hang", "train", *flags, "--out", "stuck", script=HELPERS / "faulty_rank.py")
+    assert job.returncode != 0
+    assert "error: no answer from the other processes within --dist-timeout 3 s" in job.stderr, job.stderr
+
+
+def test_the_shortcut_passes_a_stop_on_to_every_process_and_exits_like_them(data_dir: Path) -> None:
+    command = [sys.executable, "-m", "mlp_cli", "train", "--nproc-per-node", "2",
+               *as_flags(data_dir, batch_size=8, epochs=1000), "--out", "long", "--quiet"]
+    launcher = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + JOB_SECONDS
+    while not Path("long/last.pt").exists() and time.monotonic() < deadline and launcher.poll() is None:
+        time.sleep(0.2)
+    launcher.send_signal(signal.SIGTERM)
+    _, stderr = launcher.communicate(timeout=JOB_SECONDS)
+    assert launcher.returncode == 143, stderr
+    assert stderr.count("error: stopped in epoch") == 1 and stderr.count("error") == 1, stderr
+    assert "resume with: mlp train --resume long/last.pt" in stderr
+
+
+def test_the_shortcut_reports_a_failed_rank_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    def rank_1_killed(arguments: object) -> None:
+        failure = ProcessFailure(local_rank=1, pid=123, exitcode=-signal.SIGKILL, error_file="<N/A>")
+        raise ChildFailedError("mlp_cli", {1: failure})
+
+    monkeypatch.setattr(launch, "run", rank_1_killed)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    result = CliRunner().invoke(app, ["train", "--nproc-per-node", "2"])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == ("error: rank 1 of 2 was killed by SIGKILL (its message, if any, is above); "
+                                     "torchrun stopped the other processes")
+
+
+def test_the_shortcut_exits_with_rank_0s_code_when_rank_0_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    def rank_0_stopped(arguments: object) -> None:
+        raise ChildFailedError("mlp_cli", {0: ProcessFailure(0, 123, 130, "<N/A>"), 1: ProcessFailure(1, 124, -15,
+                                                                                                         "<N/A>")})
+
+    monkeypatch.setattr(launch, "run", rank_0_stopped)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    result = CliRunner().invoke(app, ["train", "--nproc-per-node", "2"])
+    assert result.exit_code == 130
+    assert result.stderr == ""
+
+
+def test_the_shortcut_is_refused_inside_torchrun_and_for_no_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    result = CliRunner().invoke(app, ["train", "--nproc-per-node", "0"])
+    assert result.exit_code == 1 and "expected 1 or more processes" in result.stderr
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")
+    result = CliRunner().invoke(app, ["train", "--nproc-per-node", "2"])
+    assert result.exit_code == 1 and "already started by torchrun" in result.stderr
+
+
+def test_the_other_ranks_prefix_their_errors_and_leave_shared_ones_to_rank_0(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name, value in {"TORCHELASTIC_RUN_ID": "test", "RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1",
+                        "LOCAL_WORLD_SIZE": "2"}.items():
+        monkeypatch.setenv(name, value)
+    bad_flag = CliRunner().invoke(app, ["train", "--epochs", "0"])  # every rank reads the same flags
+    assert bad_flag.exit_code == 1 and bad_flag.stderr == ""
+    missing = CliRunner().invoke(app, ["train", "--data-dir", str(tmp_path / "nowhere"), "--device", "cpu"])
+    assert missing.exit_code == 1
+    assert missing.stderr.startswith("error: rank 1: ")
