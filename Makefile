@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 FASHION_MNIST_SYSTEM_DIR := /usr/share/datasets/fashion-mnist
 TRAIN_ARGS ?= --impl scratch
 
-.PHONY: install data train test lint bench bench-accuracy clean
+.PHONY: install data train test lint bench bench-accuracy bench-ddp clean
 
 # Installed again only when pyproject.toml changes.
 $(BIN)/.installed: pyproject.toml
@@ -46,6 +46,10 @@ bench: install data
 
 bench-accuracy: install data
 	$(BIN)/python benchmarks/accuracy_seeds.py
+
+# Seconds per epoch of 2 processes x 1 thread (DDP) against 1 process x 2 threads.
+bench-ddp: install data
+	$(BIN)/python benchmarks/bench_ddp.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

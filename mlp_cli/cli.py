@@ -123,7 +123,9 @@ def train_command(
         help="Training augmentations, comma-separated: shift (up to 2 pixels), flip.")] = None,
     dropout: Annotated[float | None, typer.Option(
         help="Drop each hidden unit with this probability while training.", show_default=default("dropout"))] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Minibatch size.", show_default=default("batch_size"))] = None,
+    batch_size: Annotated[int | None, typer.Option(
+        help="Minibatch size; under torchrun, the total over all processes.",
+        show_default=default("batch_size"))] = None,
     epochs: Annotated[int | None, typer.Option(
         help="Passes over the training set.", show_default=default("epochs"))] = None,
     seed: Annotated[int | None, typer.Option(
