@@ -145,6 +145,16 @@ def test_two_processes_train_the_same_model_as_one_process_with_the_same_global_
     assert job.stderr.count("training scratch MLP") == 1
 
 
+def test_every_rank_gets_the_same_metrics_and_only_rank_0_writes_files(data_dir: Path) -> None:
+    job = torchrun(data_dir, "run", "report", script=HELPERS / "each_rank_history.py")
+    assert job.returncode == 0, job.stderr
+    main, other = (json.loads(Path(f"report.{rank}.json").read_text()) for rank in (0, 1))
+    assert main["history"] == other["history"] and len(main["history"]) == 2
+    assert main["run_dir"] == other["run_dir"] == "run"
+    assert set(main["written"]) == {"start_run_dir", "write_metrics", "save_checkpoint"}
+    assert other["written"] == []
+
+
 def test_the_mlp_shortcut_launches_the_same_job_with_augmentation_and_a_validation_split(data_dir: Path) -> None:
     changes = {"impl": "concise", "hidden": (32, 16), "optimizer": "momentum", "lr": 0.05, "augment": ("shift", "flip"),
                "schedule": "cosine", "label_smoothing": 0.1, "val_size": 20, "batch_size": 16, "epochs": 2}
@@ -183,6 +193,19 @@ def test_sigterm_to_one_rank_stops_every_rank_and_the_run_resumes_in_one_process
     resume_run(Path("stopped/last.pt"), {})
     train(small_config(data_dir, batch_size=4, epochs=3), Path("straight"))
     assert_same_run(Path("straight"), Path("stopped"))
+
+
+def test_a_ddp_run_with_dropout_stopped_and_resumed_on_as_many_processes_is_the_same_to_the_bit(
+        data_dir: Path) -> None:
+    flags = as_flags(data_dir, batch_size=4, epochs=2, dropout=0.5)
+    assert torchrun("train", *flags, "--out", "straight").returncode == 0
+    stopped = torchrun("0", "30", "sigterm", "train", *flags, "--out", "stopped", script=HELPERS / "faulty_rank.py")
+    assert "error: stopped in epoch 2 after batch 16" in stopped.stderr, stopped.stderr
+    resumed = torchrun("train", "--resume", "stopped/last.pt")
+    assert resumed.returncode == 0, resumed.stderr
+    straight, again = weights(Path("straight/last.pt")), weights(Path("stopped/last.pt"))
+    assert all(torch.equal(straight[key], again[key]) for key in straight)
+    assert metrics(Path("straight")) == metrics(Path("stopped"))
 
 
 def test_an_exception_in_one_rank_ends_the_job_at_once_with_a_clear_message(data_dir: Path) -> None:
