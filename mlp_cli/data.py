@@ -114,20 +114,40 @@ def download_with_torchvision(spec: DatasetSpec, cache_dir: Path) -> None:
 
     torchvision downloads into a staging folder; the files are checked like any others and only then moved
     into place, so a download cut off halfway never leaves files that a later run would take as the data set.
+    Several processes may download at once (the ranks of a first DDP run): the first to finish puts its copy
+    in place and the others keep it, so that no reader ever sees the folder disappear.
     """
     cache_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".download-", dir=cache_dir))
     try:
         fetch_with_torchvision(spec, staging)
         staged = staging / spec.torchvision_name / "raw"
-        for split in SPLITS:
-            load_split(staged, split, len(spec.class_names))
+        check_dataset_files(spec, staged)
         target = cache_dir / spec.torchvision_name / "raw"
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(target, ignore_errors=True)  # an incomplete earlier copy, never a valid one
-        os.replace(staged, target)
+        try:
+            os.replace(staged, target)  # atomic; refused when target is a folder with files in it
+        except OSError:
+            if is_complete_dataset(spec, target):  # another process finished first
+                return
+            shutil.rmtree(target, ignore_errors=True)  # an incomplete earlier copy, never a valid one
+            os.replace(staged, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def check_dataset_files(spec: DatasetSpec, folder: Path) -> None:
+    """Raise DataError unless folder holds both splits of the data set, valid."""
+    for split in SPLITS:
+        load_split(folder, split, len(spec.class_names))
+
+
+def is_complete_dataset(spec: DatasetSpec, folder: Path) -> bool:
+    try:
+        check_dataset_files(spec, folder)
+    except DataError:
+        return False
+    return True
 
 
 def fetch_with_torchvision(spec: DatasetSpec, root: Path) -> None:

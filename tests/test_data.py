@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import IMAGE_MAGIC, LABEL_MAGIC, TEST_COUNT, TRAIN_COUNT, write_dataset, write_idx
 
-from mlp_cli.data import DATASETS, find_dataset_dir, load_data, read_idx
+from mlp_cli.data import DATASETS, download_with_torchvision, find_dataset_dir, load_data, read_idx
 from mlp_cli.errors import DataError
 
 FASHION = DATASETS["fashion-mnist"]
@@ -91,6 +91,28 @@ def test_downloaded_files_are_found_in_the_cache(tmp_path: Path, monkeypatch: py
 
     monkeypatch.setattr("mlp_cli.data.download_with_torchvision", fake_download)
     assert find_dataset_dir(FASHION, None, tmp_path / "cache", [], download=True).parent.name == "FashionMNIST"
+
+
+def test_a_download_finished_first_by_another_process_is_kept(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = tmp_path / "cache"
+    kept = write_dataset(cache / "FashionMNIST" / "raw")  # what another rank put in place meanwhile
+    (kept / "mark").write_text("the first copy")
+    monkeypatch.setattr("mlp_cli.data.fetch_with_torchvision",
+                        lambda spec, root: write_dataset(root / "FashionMNIST" / "raw"))
+    download_with_torchvision(DATASETS["fashion-mnist"], cache)
+    assert (kept / "mark").exists()
+    assert [path.name for path in cache.iterdir()] == ["FashionMNIST"]  # the staging folder is gone
+
+
+def test_a_download_replaces_an_incomplete_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = tmp_path / "cache"
+    (cache / "FashionMNIST" / "raw").mkdir(parents=True)
+    (cache / "FashionMNIST" / "raw" / "train-images-idx3-ubyte").write_bytes(b"cut off")
+    monkeypatch.setattr("mlp_cli.data.fetch_with_torchvision",
+                        lambda spec, root: write_dataset(root / "FashionMNIST" / "raw"))
+    download_with_torchvision(DATASETS["fashion-mnist"], cache)
+    assert len(load_data("fashion-mnist", cache / "FashionMNIST" / "raw").train_labels) == TRAIN_COUNT
 
 
 def test_bad_magic_number_names_the_file(data_dir: Path) -> None:
