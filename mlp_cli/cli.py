@@ -186,11 +186,13 @@ def train_command(
                        "leave out --config and --out")
     settings = load_config(config, flags) if resume is None else None
     if nproc_per_node is not None:
+        from mlp_cli.data import locate_dataset
         from mlp_cli.launch import launch_training
         from mlp_cli.training import load_resumable
 
-        if resume is not None:
-            load_resumable(resume, flags)  # a bad checkpoint or flag is reported once, not by every process
+        # checked (and downloaded) here once, rather than by every process: one message, one download
+        job = settings if resume is None else load_resumable(resume, flags)[1]
+        locate_dataset(job.dataset, Path(job.data_dir) if job.data_dir else None)
         options = {"config": config, "out": out, "resume": resume, "overwrite": overwrite or None,
                    "quiet": quiet or None}
         raise typer.Exit(launch_training(nproc_per_node, as_arguments({**flags, **options})))

@@ -109,6 +109,15 @@ def find_dataset_dir(spec: DatasetSpec, data_dir: Path | None, cache_dir: Path,
     return cache_folder
 
 
+def locate_dataset(dataset: str, data_dir: Path | None = None) -> Path:
+    """The folder of the data set's files, downloaded first if need be: what load_data will read.
+
+    Raises:
+        DataError: the data set is not there and cannot be downloaded.
+    """
+    return find_dataset_dir(DATASETS[dataset], data_dir, default_cache_dir())
+
+
 def download_with_torchvision(spec: DatasetSpec, cache_dir: Path) -> None:
     """Fetch the data set into cache_dir/NAME/raw, all or nothing.
 

@@ -294,6 +294,7 @@ def fit(model: nn.Module, data: DataModule, config: Config, run_dir: Path, repor
 
 
 def save_checkpoints(checkpoint: dict[str, Any], paths: list[Path]) -> None:
+    """The same checkpoint at each path (last.pt, and best.pt when the epoch is the best so far)."""
     for path in paths:
         save_checkpoint(checkpoint, path)
 

@@ -272,6 +272,14 @@ def test_the_shortcut_is_refused_inside_torchrun_and_for_no_processes(monkeypatc
     assert result.exit_code == 1 and "already started by torchrun" in result.stderr
 
 
+def test_the_shortcut_reports_missing_data_once_before_starting_processes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(launch, "run", lambda arguments: pytest.fail("no process should start"))
+    result = CliRunner().invoke(app, ["train", "--nproc-per-node", "2", "--data-dir", str(tmp_path / "nowhere")])
+    assert result.exit_code == 1
+    assert result.stderr.count("\n") == 1 and "nowhere: no Fashion-MNIST files there" in result.stderr
+
+
 def test_the_other_ranks_prefix_their_errors_and_leave_shared_ones_to_rank_0(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name, value in {"TORCHELASTIC_RUN_ID": "test", "RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1",
