@@ -3,6 +3,7 @@
 import os
 import pickle
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,10 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if path.is_dir():
         raise CheckpointError(f"{path}: is a folder, expected a checkpoint file such as {path / 'best.pt'}")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # damaged bytes also make torch warn (e.g. "Detected pickle protocol 160"): the error below says it
+            warnings.simplefilter("ignore", UserWarning)
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         # torch's own message advises weights_only=False, which is exactly what must not be done here
         blocked = re.search(r"GLOBAL (\S+)", str(err))

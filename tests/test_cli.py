@@ -117,6 +117,13 @@ def test_unreadable_checkpoint_is_a_one_line_error(tmp_path: Path) -> None:
     assert_one_line_error(invoke("eval", garbage), "garbage.pt", "not a readable checkpoint")
 
 
+def test_damaged_pickle_bytes_give_one_line_without_torchs_warning(tmp_path: Path, recwarn) -> None:
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes(b"\x80\xa0" + bytes(100))  # pickle protocol 160: torch would warn about it
+    assert_one_line_error(invoke("eval", damaged), "damaged.pt", "refused to load", "corrupt")
+    assert [str(warning.message) for warning in recwarn] == []  # a warning would print lines of its own
+
+
 def test_truncated_checkpoint_is_a_one_line_error(data_dir: Path) -> None:
     assert invoke("train", "--data-dir", data_dir, "--out", "run", *SMALL).exit_code == 0
     Path("cut.pt").write_bytes(Path("run/last.pt").read_bytes()[:1000])
