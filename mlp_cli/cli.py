@@ -187,9 +187,10 @@ def train_command(
     settings = load_config(config, flags) if resume is None else None
     if nproc_per_node is not None:
         from mlp_cli.data import locate_dataset
-        from mlp_cli.launch import launch_training
+        from mlp_cli.launch import check_can_launch, launch_training
         from mlp_cli.training import load_resumable
 
+        check_can_launch(nproc_per_node)
         # checked (and downloaded) here once, rather than by every process: one message, one download
         job = settings if resume is None else load_resumable(resume, flags)[1]
         locate_dataset(job.dataset, Path(job.data_dir) if job.data_dir else None)

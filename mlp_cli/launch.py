@@ -15,16 +15,21 @@ from torch.distributed.run import parse_args, run
 from mlp_cli.errors import MlpError
 
 
+def check_can_launch(processes: int) -> None:
+    """Raise MlpError if `processes` processes cannot be started from here."""
+    if dist.is_torchelastic_launched():
+        raise MlpError("--nproc-per-node: this process was already started by torchrun; leave the flag out")
+    if processes < 1:
+        raise MlpError(f"--nproc-per-node {processes}: expected 1 or more processes")
+
+
 def launch_training(processes: int, train_arguments: list[str]) -> int:
     """Train with `processes` processes on this machine; the job's exit code, rank 0's when it reported.
 
     Raises:
         MlpError: the job cannot start, or another rank than 0 failed first (its own message is above).
     """
-    if dist.is_torchelastic_launched():
-        raise MlpError("--nproc-per-node: this process was already started by torchrun; leave the flag out")
-    if processes < 1:
-        raise MlpError(f"--nproc-per-node {processes}: expected 1 or more processes")
+    check_can_launch(processes)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     # what torchrun would set (and warn about); each process sets its own thread count from --threads anyway
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores // processes)))

@@ -239,27 +239,28 @@ def test_the_shortcut_passes_a_stop_on_to_every_process_and_exits_like_them(data
     assert "resume with: mlp train --resume long/last.pt" in stderr
 
 
-def test_the_shortcut_reports_a_failed_rank_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_shortcut_reports_a_failed_rank_in_one_line(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def rank_1_killed(arguments: object) -> None:
         failure = ProcessFailure(local_rank=1, pid=123, exitcode=-signal.SIGKILL, error_file="<N/A>")
         raise ChildFailedError("mlp_cli", {1: failure})
 
     monkeypatch.setattr(launch, "run", rank_1_killed)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    result = CliRunner().invoke(app, ["train", "--nproc-per-node", "2"])
+    result = CliRunner().invoke(app, ["train", "--nproc-per-node", "2", "--data-dir", str(data_dir)])
     assert result.exit_code == 1
     assert result.stderr.strip() == ("error: rank 1 of 2 was killed by SIGKILL (its message, if any, is above); "
                                      "torchrun stopped the other processes")
 
 
-def test_the_shortcut_exits_with_rank_0s_code_when_rank_0_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_shortcut_exits_with_rank_0s_code_when_rank_0_reported(data_dir: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     def rank_0_stopped(arguments: object) -> None:
         raise ChildFailedError("mlp_cli", {0: ProcessFailure(0, 123, 130, "<N/A>"), 1: ProcessFailure(1, 124, -15,
                                                                                                          "<N/A>")})
 
     monkeypatch.setattr(launch, "run", rank_0_stopped)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    result = CliRunner().invoke(app, ["train", "--nproc-per-node", "2"])
+    result = CliRunner().invoke(app, ["train", "--nproc-per-node", "2", "--data-dir", str(data_dir)])
     assert result.exit_code == 130
     assert result.stderr == ""
 
