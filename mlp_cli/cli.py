@@ -52,9 +52,14 @@ def main_options(
     """
 
 
+def is_torchrun_worker() -> bool:
+    """Whether torchrun started this process (what torch.distributed.is_torchelastic_launched reads, without torch)."""
+    return "TORCHELASTIC_RUN_ID" in os.environ
+
+
 def torchrun_rank() -> int:
-    """This process's rank when torchrun started it (as torch.distributed.is_torchelastic_launched tells), else 0."""
-    return int(os.environ.get("RANK", "0")) if "TORCHELASTIC_RUN_ID" in os.environ else 0
+    """This process's rank when torchrun started it, else 0."""
+    return int(os.environ.get("RANK", "0")) if is_torchrun_worker() else 0
 
 
 def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -214,7 +219,7 @@ def train_command(
             else:
                 result = resume_run(resume, flags, reporter, stop)
     finally:
-        if "TORCHELASTIC_RUN_ID" in os.environ:
+        if is_torchrun_worker():
             # torchrun sends SIGTERM to every process once one has exited: let this one say its last words
             for number in STOP_SIGNALS:
                 signal.signal(number, signal.SIG_IGN)

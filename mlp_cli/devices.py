@@ -41,14 +41,18 @@ def check_precision(device: torch.device, precision: str) -> None:
         raise MlpError(f"--precision bf16: {torch.cuda.get_device_name(device)} has no bf16 support; use fp32")
 
 
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity, where the system tells it)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def configure_threads(threads: int, processes_here: int = 1) -> int:
     """Set torch's CPU thread count before any work and return it.
 
     0 shares the cores this process may run on among the processes of the job on this machine: two
     processes with two threads each on two cores run far slower than with one each (oversubscription).
     """
-    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    count = threads or max(1, available // processes_here)
+    count = threads or max(1, available_cores() // processes_here)
     torch.set_num_threads(count)
     return count
 
@@ -66,8 +70,7 @@ def resolve_rank_device(name: str, ranks: Ranks) -> torch.device:
                        f"use --device cuda, cpu or auto")
     if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise MlpError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
+    resolve_device(name)  # raises if CUDA is not available
     if ranks.local_rank >= torch.cuda.device_count():
         raise MlpError(f"local rank {ranks.local_rank} needs a GPU, but this machine has "
                        f"{torch.cuda.device_count()}; start at most that many processes per node")

@@ -12,6 +12,7 @@ from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.run import parse_args, run
 
+from mlp_cli.devices import available_cores
 from mlp_cli.errors import MlpError
 
 
@@ -30,9 +31,8 @@ def launch_training(processes: int, train_arguments: list[str]) -> int:
         MlpError: the job cannot start, or another rank than 0 failed first (its own message is above).
     """
     check_can_launch(processes)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     # what torchrun would set (and warn about); each process sets its own thread count from --threads anyway
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores // processes)))
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, available_cores() // processes)))
     # torchrun's own log lines repeat what the processes and this function already say
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
     arguments = ["--standalone", f"--nproc-per-node={processes}", "--module", "mlp_cli", "train", *train_arguments]

@@ -34,8 +34,6 @@ from mlp_cli.signals import StopRequest
 REPORT_INTERVAL_SECONDS = 0.1  # each report reads the loss back from the device: a few times a second at most
 
 
-
-
 def precision_context(data: DataModule, config: Config) -> contextlib.AbstractContextManager:
     """bf16 autocast for the forward pass when config asks for it; float32 otherwise."""
     device_type = data.train_labels.device.type
