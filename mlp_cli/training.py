@@ -95,16 +95,34 @@ class EpochProgress:
                 "samples_done": self.samples_done, "loss_sum": self.loss_sum.cpu(),
                 "correct": self.correct.cpu(), "seconds": self.seconds}
 
+    def to_checkpoint(self, ranks: Ranks = SINGLE_PROCESS) -> dict[str, Any]:
+        """The epoch in progress as a checkpoint keeps it: the sums over all ranks, and under torchrun each
+        rank's own sums too (called on every rank)."""
+        saved = self.summed(ranks).to_dict()
+        if ranks.is_distributed:
+            own = {"samples_done": self.samples_done, "loss_sum": self.loss_sum.cpu(), "correct": self.correct.cpu()}
+            saved["by_rank"] = ranks.gather(own)
+        return saved
+
     @classmethod
     def from_dict(cls, saved: dict[str, Any], device: torch.device,
                   ranks: Ranks = SINGLE_PROCESS) -> "EpochProgress":
-        """The saved epoch in progress; its sums (of all ranks) go to rank 0 alone, so that they add up once."""
-        progress = cls(saved["order_state"], saved["batches_done"], saved["samples_done"],
-                       saved["loss_sum"].to(device), saved["correct"].to(device), saved["seconds"])
-        if ranks.is_main:
-            return progress
-        return dataclasses.replace(progress, samples_done=0, loss_sum=torch.zeros_like(progress.loss_sum),
-                                   correct=torch.zeros_like(progress.correct))
+        """The saved epoch in progress, with this rank's share of its running sums.
+
+        Resumed on as many ranks as wrote it, each rank continues its own sums, so the epoch's totals are
+        added in the same order as in an unbroken run (the same to the bit). On another number of ranks,
+        rank 0 takes the totals and the others start from zero: the totals then agree up to rounding.
+        """
+        by_rank = saved.get("by_rank")
+        if by_rank is not None and len(by_rank) == ranks.world_size:
+            sums = by_rank[ranks.rank]
+        elif ranks.is_main:
+            sums = saved
+        else:
+            sums = {"samples_done": 0, "loss_sum": torch.zeros_like(saved["loss_sum"]),
+                    "correct": torch.zeros_like(saved["correct"])}
+        return cls(saved["order_state"], saved["batches_done"], sums["samples_done"], sums["loss_sum"].to(device),
+                   sums["correct"].to(device), saved["seconds"])
 
     def summed(self, ranks: Ranks) -> "EpochProgress":
         """The sums over all ranks (each rank adds up its own part of every batch); the same on every rank."""
@@ -214,6 +232,8 @@ def make_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, data: Da
                     generator: torch.Generator, ranks: Ranks = SINGLE_PROCESS) -> dict[str, Any]:
     """Everything needed to evaluate the model, or to resume the run exactly (plain types and tensors only).
 
+    progress is this rank's epoch in progress (its own sums), or None at an epoch boundary.
+
     model is the plain module, never the DDP wrapper, so the weights load into a single process as they are.
     Called on every rank under torchrun: it collects each rank's RNG state (their dropout masks differ).
     """
@@ -228,7 +248,7 @@ def make_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, data: Da
         "optimizer_state": optimizer.state_dict(),
         "epoch": len(history),
         "metrics": [dataclasses.asdict(row) for row in history],
-        "progress": None if progress is None else progress.to_dict(),
+        "progress": None if progress is None else progress.to_checkpoint(ranks),
         "rng": rng,
     }
 
@@ -265,13 +285,13 @@ def fit(model: nn.Module, data: DataModule, config: Config, run_dir: Path, repor
             progress = EpochProgress.start(generator, device)
         finished = train_epoch(trained, optimizer, data, config, generator, epoch, progress, reporter, stop,
                                last_good, ranks)
-        progress = progress.summed(ranks)
         if not finished:
             path = run_dir / LAST_CHECKPOINT
             checkpoint = make_checkpoint(model, optimizer, data, config, history, progress, generator, ranks)
             ranks.on_main(functools.partial(save_checkpoint, checkpoint, path))
             raise TrainingStoppedError(f"stopped in epoch {epoch} after batch {progress.batches_done}; saved {path}; "
                                   f"resume with: mlp train --resume {path}", stop.exit_code)
+        progress = progress.summed(ranks)
         check_finite(progress.loss_sum, f"in epoch {epoch} (detected at batch {progress.batches_done})", config,
                      last_good)
         reporter.on_batch(BatchProgress(epoch, progress.samples_done, progress.loss_sum.item() / progress.samples_done))

@@ -24,7 +24,7 @@ from mlp_cli.data import load_data
 from mlp_cli.devices import configure_threads, resolve_rank_device
 from mlp_cli.distributed import Ranks, choose_backend
 from mlp_cli.errors import MlpError
-from mlp_cli.training import resume_run, train
+from mlp_cli.training import EpochProgress, resume_run, train
 
 HELPERS = Path(__file__).parent / "helpers"
 JOB_SECONDS = 180  # a stuck job fails the test instead of hanging the suite
@@ -69,7 +69,11 @@ def metrics(run_dir: Path) -> list[dict]:
 
 
 def assert_same_run(first: Path, second: Path) -> None:
-    """Equal final weights (to 1e-5) and equal metrics (to 1e-5) in two run folders."""
+    """Equal final weights (to 1e-5) and equal metrics (to 1e-5) in two run folders.
+
+    Approximate: DDP sums each rank's half-batch gradients, one process the whole batch, so the float
+    additions happen in another order (PITFALLS D4, M3).
+    """
     one, other = weights(first / "last.pt"), weights(second / "last.pt")
     assert list(one) == list(other)
     for key in one:
@@ -99,6 +103,32 @@ def test_the_ranks_batches_put_together_are_the_single_process_batches(data_dir:
         for index, (images, labels) in enumerate(single):
             assert torch.equal(torch.cat([rank_batches[index][1] for rank_batches in parts]), labels)
             assert torch.equal(torch.cat([rank_batches[index][0] for rank_batches in parts]), images)
+
+
+def saved_progress_of_two_ranks() -> dict:
+    """A mid-epoch checkpoint's progress written by 2 ranks: the totals and each rank's own sums."""
+    own = [{"samples_done": 10, "loss_sum": torch.tensor(3.0), "correct": torch.tensor(4)},
+           {"samples_done": 9, "loss_sum": torch.tensor(2.0), "correct": torch.tensor(5)}]
+    return {"order_state": torch.Generator().get_state(), "batches_done": 5, "samples_done": 19,
+            "loss_sum": torch.tensor(5.0), "correct": torch.tensor(9), "seconds": 1.5, "by_rank": own}
+
+
+def test_resumed_on_as_many_ranks_each_rank_continues_its_own_running_sums() -> None:
+    saved = saved_progress_of_two_ranks()
+    for rank, own in enumerate(saved["by_rank"]):
+        progress = EpochProgress.from_dict(saved, torch.device("cpu"), Ranks(rank, 2))
+        assert (progress.samples_done, progress.loss_sum.item(), progress.correct.item()) == (
+            own["samples_done"], own["loss_sum"].item(), own["correct"].item())
+        assert progress.batches_done == 5
+
+
+def test_resumed_on_another_number_of_ranks_rank_0_takes_the_totals() -> None:
+    saved = saved_progress_of_two_ranks()
+    alone = EpochProgress.from_dict(saved, torch.device("cpu"), Ranks(0, 1))
+    assert (alone.samples_done, alone.loss_sum.item(), alone.correct.item()) == (19, 5.0, 9)
+    first, third = (EpochProgress.from_dict(saved, torch.device("cpu"), Ranks(rank, 3)) for rank in (0, 2))
+    assert (first.samples_done, first.loss_sum.item()) == (19, 5.0)
+    assert (third.samples_done, third.loss_sum.item(), third.correct.item()) == (0, 0.0, 0)
 
 
 def test_augmenting_a_part_of_a_batch_gives_that_part_of_the_augmented_batch() -> None:
@@ -149,6 +179,7 @@ def test_every_rank_gets_the_same_metrics_and_only_rank_0_writes_files(data_dir:
     job = torchrun(data_dir, "run", "report", script=HELPERS / "each_rank_history.py")
     assert job.returncode == 0, job.stderr
     main, other = (json.loads(Path(f"report.{rank}.json").read_text()) for rank in (0, 1))
+    # exact: an all-reduce hands every rank the one reduced result, so the ranks' numbers are equal by construction
     assert main["history"] == other["history"] and len(main["history"]) == 2
     assert main["run_dir"] == other["run_dir"] == "run"
     assert set(main["written"]) == {"start_run_dir", "write_metrics", "save_checkpoint"}
@@ -171,7 +202,9 @@ def test_a_ddp_checkpoint_loads_in_one_process_without_module_prefixes(data_dir:
     assert list(weights(Path("two/last.pt"))) == ["1.weight", "1.bias", "3.weight", "3.bias"]
     evaluated = CliRunner().invoke(app, ["eval", "two/best.pt", "--data-dir", str(data_dir), "--json"])
     assert evaluated.exit_code == 0, evaluated.output
-    assert json.loads(evaluated.stdout)["accuracy"] == metrics(Path("two"))[-1]["test_accuracy"]
+    # to one image: the ranks evaluated half-batches, whose logits may round differently from whole batches
+    recorded = metrics(Path("two"))[-1]["test_accuracy"]
+    assert json.loads(evaluated.stdout)["accuracy"] == pytest.approx(recorded, abs=1 / 40 + 1e-9)
 
 
 def test_a_single_process_run_resumes_under_torchrun_as_if_never_stopped(data_dir: Path) -> None:
@@ -195,9 +228,13 @@ def test_sigterm_to_one_rank_stops_every_rank_and_the_run_resumes_in_one_process
     assert_same_run(Path("straight"), Path("stopped"))
 
 
+# Two seeds, so that a resume that adds the epoch's running sums in another order than an unbroken run shows up
+# on any machine: with rank 0 taking the ranks' total, the resumed epoch's train loss differed in its last bits
+# for seeds 1 and 3 (and 2 more of 6) on the machine where this was written, while seed 7 happened to agree.
+@pytest.mark.parametrize("seed", [1, 3])
 def test_a_ddp_run_with_dropout_stopped_and_resumed_on_as_many_processes_is_the_same_to_the_bit(
-        data_dir: Path) -> None:
-    flags = as_flags(data_dir, batch_size=4, epochs=2, dropout=0.5)
+        data_dir: Path, seed: int) -> None:
+    flags = as_flags(data_dir, batch_size=4, epochs=2, dropout=0.5, seed=seed)
     assert torchrun("train", *flags, "--out", "straight").returncode == 0
     stopped = torchrun("0", "30", "sigterm", "train", *flags, "--out", "stopped", script=HELPERS / "faulty_rank.py")
     assert "error: stopped in epoch 2 after batch 16" in stopped.stderr, stopped.stderr
