@@ -407,20 +407,21 @@ def plot_curves_command(
     from mlp_cli.runs import find_run_dirs, read_metrics
 
     check_image_path(out, "--out")
-    runs = []
+    runs, skipped = [], []
     for run_dir in (found for folder in run_dirs for found in find_run_dirs(folder)):
         try:
             rows = read_metrics(run_dir)
         except MlpError as err:
-            stderr.print(f"warning: skipped {err}", markup=False, soft_wrap=True)
+            skipped.append(str(err))
             continue
-        if not rows:
-            stderr.print(f"warning: skipped {run_dir}: no metrics.jsonl with finished epochs (is it a run folder?)",
-                         markup=False, soft_wrap=True)
-            continue
-        runs.append((run_dir.name, rows))
+        if rows:
+            runs.append((run_dir.name, rows))
+        else:
+            skipped.append(f"{run_dir}: no metrics.jsonl with finished epochs (is it a run folder?)")
     if not runs:
-        raise MlpError(f"{' '.join(map(str, run_dirs))}: no run with finished epochs to plot")
+        raise MlpError(f"no run with finished epochs to plot ({'; '.join(skipped)})")
+    for reason in skipped:
+        stderr.print(f"warning: skipped {reason}", markup=False, soft_wrap=True)
     plot_curves(runs, out)
     stdout.print(f"wrote {out}", markup=False, soft_wrap=True)
 

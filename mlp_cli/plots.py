@@ -98,7 +98,7 @@ def check_image_path(path: Path, option: str = "") -> Path:
         raise MlpError(f"{where}: not an image file name, expected one ending in {', '.join(IMAGE_SUFFIXES[:5])}, "
                        f"... (e.g. {path.name}.png)")
     if not path.parent.is_dir():
-        raise MlpError(f"{where}: no such folder {path.parent}")
+        raise MlpError(f"{where}: cannot write the image, no such folder {path.parent}")
     return path
 
 
