@@ -126,6 +126,7 @@ def plot_curves(runs: list[tuple[str, list[dict]]], path: Path) -> None:
     """
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
 
     colours = run_colours(len(runs))
     handles = [Line2D([], [], color=colour, marker=".", label=label) for (label, _), colour in zip(runs, colours,
@@ -149,6 +150,7 @@ def plot_curves(runs: list[tuple[str, list[dict]]], path: Path) -> None:
                       linestyle="-", marker=".")
     for axes, name in ((loss_axes, "cross-entropy loss"), (accuracy_axes, "accuracy")):
         axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 1.25
         axes.set_title(name)
         axes.grid(True, alpha=0.3)
     figure.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0.02 / height), ncols=min(

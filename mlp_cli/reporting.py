@@ -111,12 +111,12 @@ class RichReporter:
             f"training {plan.impl} MLP (hidden {layers}, {plan.num_parameters:,} parameters) {where}; "
             f"{plan.dataset} from {plan.data_source} ({plan.train_samples:,} train, {plan.test_samples:,} test); "
             f"{batch}, {plan.num_epochs} epochs; run folder {plan.run_dir}",
-            markup=False, soft_wrap=True,
+            markup=False, soft_wrap=not self.is_live,  # wrapped at words on a terminal, one line in a log
         )
         changed = ", ".join(f"{key} {setting_text(value)}"
                             for key, value in non_default_settings(dict(plan.settings)).items())
         self.console.print(f"settings not at their default: {changed or 'none (D2L defaults)'}",
-                           markup=False, soft_wrap=True)
+                           markup=False, soft_wrap=not self.is_live)
         self.progress.reset(self.task, total=plan.train_samples,
                             description=f"epoch {plan.first_epoch}/{plan.num_epochs}")
 
