@@ -415,14 +415,16 @@ def plot_curves_command(
             skipped.append(str(err))
             continue
         if rows:
-            runs.append((run_dir.name, rows))
+            runs.append((run_dir, rows))
         else:
             skipped.append(f"{run_dir}: no metrics.jsonl with finished epochs (is it a run folder?)")
     if not runs:
         raise MlpError(f"no run with finished epochs to plot ({'; '.join(skipped)})")
     for reason in skipped:
         stderr.print(f"warning: skipped {reason}", markup=False, soft_wrap=True)
-    plot_curves(runs, out)
+    names = [run_dir.name for run_dir, _ in runs]
+    is_ambiguous = len(set(names)) < len(names)  # runs/a/x and runs/b/x: the legend needs the whole path
+    plot_curves([(str(run_dir) if is_ambiguous else run_dir.name, rows) for run_dir, rows in runs], out)
     stdout.print(f"wrote {out}", markup=False, soft_wrap=True)
 
 

@@ -7,6 +7,8 @@ so that damaged and oddly named folders can be made exactly.
 import io
 import json
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -293,6 +295,17 @@ def test_plot_curves_of_a_folder_plots_every_run_in_it(monkeypatch: pytest.Monke
     assert [label for label, _ in plotted] == ["a", "b", "c"]
 
 
+def test_plot_curves_labels_runs_of_the_same_name_by_their_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlp_cli.plots
+
+    make_run(Path("first/run"))
+    make_run(Path("second/run"))
+    plotted = []
+    monkeypatch.setattr(mlp_cli.plots, "plot_curves", lambda runs, path: plotted.extend(runs))
+    assert invoke("plot-curves", "first/run", "second/run").exit_code == 0
+    assert [label for label, _ in plotted] == ["first/run", "second/run"]
+
+
 def test_plot_curves_grows_the_figure_with_the_legend_of_many_runs() -> None:
     for number in range(12):
         make_run(Path("many") / f"run-{number}")
@@ -317,3 +330,12 @@ def test_plot_curves_keeps_the_legend_outside_the_axes(monkeypatch: pytest.Monke
     for axes in figures[0].axes:
         assert not legend.overlaps(axes.get_tightbbox(renderer))  # neither the curves nor the tick labels
     assert len(figures[0].legends[0].get_texts()) == 8 + 2  # a colour per run, then train and test
+
+
+def test_runs_answers_without_importing_torch_or_matplotlib() -> None:
+    make_run(Path("runs/a"))
+    script = ("import sys; from typer.testing import CliRunner; from mlp_cli.cli import app; "
+              "result = CliRunner().invoke(app, ['runs']); assert result.exit_code == 0, result.output; "
+              "print(sorted({'torch', 'matplotlib'} & set(sys.modules)))")
+    shown = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    assert shown.stdout.strip() == "[]"
