@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from mlp_cli.config import ACTIVATIONS, DATASETS, IMPLS, OPTIMIZERS, Config, load_config
 from mlp_cli.errors import MlpError
@@ -263,7 +264,11 @@ def eval_command(
     Example: mlp eval runs/concise5/best.pt --json
     """
     from mlp_cli.evaluation import evaluate_checkpoint
+    from mlp_cli.plots import check_image_path
 
+    for option, path in (("--confusion", confusion), ("--errors", errors)):
+        if path is not None:
+            check_image_path(path, option)  # before the evaluation, not after it
     result = evaluate_checkpoint(checkpoint, split, data_dir, device, errors)
     if confusion is not None:
         from mlp_cli.plots import plot_confusion
@@ -305,6 +310,10 @@ def plot_activation_command(
         return
     if name is None:
         raise MlpError("name an activation, e.g. mlp plot-activation relu (mlp plot-activation --list shows all)")
+    if out is not None:
+        from mlp_cli.plots import check_image_path
+
+        check_image_path(out, "--out")
     x, y, gradient = sample_activation(name, *x_range, X_STEP)
     if out is None:
         from mlp_cli.plots import activation_text_plot
@@ -344,13 +353,13 @@ def predict_command(
     if as_json:
         print(json.dumps([dataclasses.asdict(prediction) for prediction in predictions]))
     else:
-        table = Table(title=f"predictions of {checkpoint}", title_justify="left")
+        table = Table(title=Text(f"predictions of {checkpoint}"), title_justify="left")
         table.add_column("image")
         table.add_column(f"top {top_k}")
         for prediction in (prediction for prediction in predictions if not prediction.error):
             ranked = ", ".join(f"{name} {probability:.1%}"
                                for name, probability in zip(prediction.classes, prediction.probabilities, strict=True))
-            table.add_row(prediction.image, escape(ranked))
+            table.add_row(Text(prediction.image), Text(ranked))
         stdout.print(table)
     if any(prediction.error for prediction in predictions):
         raise typer.Exit(1)
@@ -362,46 +371,60 @@ def runs_command(
     folder: Annotated[Path, typer.Argument(help="The folder that holds run folders.")] = Path("runs"),
     as_json: Annotated[bool, typer.Option("--json", help="Print the list as JSON on stdout.")] = False,
 ) -> None:
-    """List run folders, newest first: model, data set, epochs done, best test accuracy.
+    """List run folders, newest first: epochs done, best test accuracy, and the settings that differ between them.
+
+    Into a pipe or file the list is plain tab-separated lines, one per run. A damaged run folder is listed with
+    its problem.
 
     Example: mlp runs runs --json
     """
+    from mlp_cli.reporting import runs_plain_lines, runs_table
     from mlp_cli.runs import list_runs
 
     runs = list_runs(folder)
     if as_json:
         print(json.dumps([dataclasses.asdict(run) for run in runs]))
-        return
-    table = Table(title=f"runs in {folder}", title_justify="left")
-    for header in ("run", "impl", "dataset", "hidden", "epochs", "best test acc", "updated"):
-        table.add_column(header, justify="right" if header in ("epochs", "best test acc") else "left")
-    for run in runs:
-        best = "-" if run.best_test_accuracy is None else f"{run.best_test_accuracy:.4f} (epoch {run.best_epoch})"
-        table.add_row(run.path, run.impl, run.dataset, ",".join(map(str, run.hidden)),
-                      f"{run.epochs_done}/{run.epochs_planned}", best, run.updated.replace("T", " "))
-    stdout.print(table)
+    elif stdout.is_terminal:
+        stdout.print(runs_table(runs, folder, stdout.width))
+    else:
+        print("\n".join(runs_plain_lines(runs)))
 
 
 @app.command("plot-curves")
 @reports_errors
 def plot_curves_command(
-    run_dirs: Annotated[list[Path], typer.Argument(help="One or more run folders (runs/NAME).")],
-    out: Annotated[Path, typer.Option(help="Image file to write.")] = Path("curves.png"),
+    run_dirs: Annotated[list[Path], typer.Argument(
+        help="Run folders (runs/NAME), or folders of runs (runs/) to plot every run in them.")],
+    out: Annotated[Path, typer.Option(help="Image file to write (.png, .svg, .pdf, ...).")] = Path("curves.png"),
 ) -> None:
     """Overlay the learning curves of several runs (train/test loss and accuracy per epoch) in one figure.
 
+    A run folder whose metrics cannot be read is skipped with a warning on stderr.
+
     Example: mlp plot-curves runs/scratch-run runs/concise-run --out compare.png
     """
-    from mlp_cli.plots import plot_curves
-    from mlp_cli.runs import read_metrics
+    from mlp_cli.plots import check_image_path, plot_curves
+    from mlp_cli.runs import find_run_dirs, read_metrics
 
-    runs = []
-    for run_dir in run_dirs:
-        rows = read_metrics(run_dir)
-        if not rows:
-            raise MlpError(f"{run_dir}: no metrics.jsonl with finished epochs (is it a run folder?)")
-        runs.append((run_dir.name, rows))
-    plot_curves(runs, out)
+    check_image_path(out, "--out")
+    runs, skipped = [], []
+    for run_dir in (found for folder in run_dirs for found in find_run_dirs(folder)):
+        try:
+            rows = read_metrics(run_dir)
+        except MlpError as err:
+            skipped.append(str(err))
+            continue
+        if rows:
+            runs.append((run_dir, rows))
+        else:
+            skipped.append(f"{run_dir}: no metrics.jsonl with finished epochs (is it a run folder?)")
+    if not runs:
+        raise MlpError(f"no run with finished epochs to plot ({'; '.join(skipped)})")
+    for reason in skipped:
+        stderr.print(f"warning: skipped {reason}", markup=False, soft_wrap=True)
+    names = [run_dir.name for run_dir, _ in runs]
+    is_ambiguous = len(set(names)) < len(names)  # runs/a/x and runs/b/x: the legend needs the whole path
+    plot_curves([(str(run_dir) if is_ambiguous else run_dir.name, rows) for run_dir, rows in runs], out)
     stdout.print(f"wrote {out}", markup=False, soft_wrap=True)
 
 

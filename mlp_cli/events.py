@@ -5,7 +5,7 @@ No torch here, so the terminal and plotting sides can use these types without im
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from mlp_cli.runs import BEST_CHECKPOINT
 
@@ -30,6 +30,7 @@ class TrainingPlan:
     val_size: int  # images held out for validation (0: the test split selects best.pt, as in D2L)
     run_dir: str
     processes: int = 1  # under torchrun: the ranks sharing each batch (batch_size is their total)
+    settings: tuple[tuple[str, Any], ...] = ()  # (name, value) of every setting of the run's Config
 
 
 @dataclass(frozen=True)

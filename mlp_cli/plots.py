@@ -1,12 +1,17 @@
-"""Matplotlib figures, drawn on a bare Figure (no pyplot: no GUI backend, no global figure list)."""
+"""Matplotlib figures, drawn on a bare Figure (no pyplot: no GUI backend, no global figure list).
+
+Every picture is written by save_figure, which first checks the name with check_image_path: the file named on
+the command line is exactly the file written and reported.
+"""
+
+from __future__ import annotations
 
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch only types the arguments here; `mlp plot-curves` does not need to import it
+    import torch
     from matplotlib.figure import Figure
 
     from mlp_cli.events import BatchProgress, EpochMetrics, TrainingPlan
@@ -16,7 +21,10 @@ from mlp_cli.errors import MlpError
 FIGURE_DPI = 120
 PANEL_SIZE_INCHES = (4.5, 3.2)
 CONFUSION_INCHES = 7.5
-CURVES_SIZE_INCHES = (10.0, 3.6)
+CURVES_SIZE_INCHES = (10.0, 3.6)  # the two panels, without the legend below them
+CURVES_LEGEND_ROW_INCHES = 0.22  # a row of the legend grows the figure by this much
+CURVES_LEGEND_COLUMNS = 3
+CYCLE_COLOURS = 10  # matplotlib's default colour cycle, C0 to C9
 CURVES_DPI = 80  # with no layout engine: ~0.07 s a drawing, cheap enough to redraw after every epoch
 CURVES_FILE = "curves.png"
 TEXT_PLOT_WIDTH, TEXT_PLOT_HEIGHT = 60, 12  # in terminal cells
@@ -69,8 +77,38 @@ def plot_confusion(confusion: list[list[int]], class_names: list[str], title: st
     save_figure(figure, path)
 
 
-def save_figure(figure: "Figure", path: Path, dpi: int = FIGURE_DPI) -> None:
-    """Write figure as an image; the format follows the file name (PNG, SVG, PDF, ...)."""
+# the formats matplotlib writes (with Pillow, installed by torchvision), by file name suffix
+IMAGE_SUFFIXES = (".png", ".svg", ".pdf", ".jpg", ".jpeg", ".webp", ".gif", ".tif", ".tiff", ".eps", ".ps",
+                  ".svgz", ".avif")
+
+
+def check_image_path(path: Path, option: str = "") -> Path:
+    """path, if an image can be written under exactly that name; commands call it before any slow work.
+
+    matplotlib chooses the format from the suffix and, when there is none, writes NAME.png instead of NAME, so a
+    name without a known image suffix (or a folder) is refused rather than written elsewhere than reported.
+
+    Raises:
+        MlpError: path is a folder, has no image suffix, or its folder does not exist.
+    """
+    where = f"{option} {path}" if option else str(path)
+    if path.is_dir():
+        raise MlpError(f"{where}: is a folder, expected an image file name such as {path / 'figure.png'}")
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise MlpError(f"{where}: not an image file name, expected one ending in {', '.join(IMAGE_SUFFIXES[:5])}, "
+                       f"... (e.g. {path.name}.png)")
+    if not path.parent.is_dir():
+        raise MlpError(f"{where}: cannot write the image, no such folder {path.parent}")
+    return path
+
+
+def save_figure(figure: Figure, path: Path, dpi: int = FIGURE_DPI) -> None:
+    """Write figure as an image; the format follows the file name (PNG, SVG, PDF, ...).
+
+    Raises:
+        MlpError: the name is not an image file name (check_image_path), or the file cannot be written.
+    """
+    check_image_path(path)
     try:
         figure.savefig(path, dpi=dpi)
     except (OSError, ValueError) as err:
@@ -80,30 +118,53 @@ def save_figure(figure: "Figure", path: Path, dpi: int = FIGURE_DPI) -> None:
 def plot_curves(runs: list[tuple[str, list[dict]]], path: Path) -> None:
     """Learning curves like D2L's board: losses on the left, accuracies on the right, one colour per run.
 
+    The legend sits below the panels, never over a curve: a colour per run, then dashed = train and
+    solid = test. Each legend row makes the figure taller, so 20 runs read as well as 2.
+
     Raises:
         MlpError: the image cannot be written.
     """
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
 
-    figure = Figure(figsize=CURVES_SIZE_INCHES)
-    figure.subplots_adjust(left=0.07, right=0.98, bottom=0.15, top=0.9, wspace=0.22)
+    colours = run_colours(len(runs))
+    handles = [Line2D([], [], color=colour, marker=".", label=label) for (label, _), colour in zip(runs, colours,
+                                                                                                 strict=True)]
+    handles += [Line2D([], [], color="gray", linestyle="--", label="train"),
+                Line2D([], [], color="gray", linestyle="-", label="test")]
+    legend_rows = math.ceil(len(handles) / CURVES_LEGEND_COLUMNS)
+    legend_inches = legend_rows * CURVES_LEGEND_ROW_INCHES + 0.5  # + the x label above it
+    width, panels_height = CURVES_SIZE_INCHES
+    height = panels_height + legend_inches
+    figure = Figure(figsize=(width, height))
+    figure.subplots_adjust(left=0.07, right=0.98, bottom=(legend_inches + 0.1) / height,
+                           top=1 - 0.35 / height, wspace=0.22)
     loss_axes, accuracy_axes = figure.subplots(1, 2)
-    colours = [f"C{index}" for index in range(len(runs))]
-    for (label, rows), colour in zip(runs, colours, strict=True):
-        prefix = f"{label}: " if len(runs) > 1 else ""
+    for (_, rows), colour in zip(runs, colours, strict=True):
         epochs = [row["epoch"] for row in rows]
         for axes, metric in ((loss_axes, "loss"), (accuracy_axes, "accuracy")):
-            axes.plot(epochs, [row[f"train_{metric}"] for row in rows], color=colour, linestyle="--",
-                      marker=".", label=f"{prefix}train {metric}")
+            axes.plot(epochs, [row[f"train_{metric}"] for row in rows], color=colour, linestyle="--", marker=".")
             tested = [row for row in rows if row.get(f"test_{metric}") is not None]  # report_every skips some
             axes.plot([row["epoch"] for row in tested], [row[f"test_{metric}"] for row in tested], color=colour,
-                      linestyle="-", marker=".", label=f"{prefix}test {metric}")
+                      linestyle="-", marker=".")
     for axes, name in ((loss_axes, "cross-entropy loss"), (accuracy_axes, "accuracy")):
         axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 1.25
         axes.set_title(name)
         axes.grid(True, alpha=0.3)
-        axes.legend(fontsize="small")
+    figure.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0.02 / height), ncols=min(
+        CURVES_LEGEND_COLUMNS, len(handles)), fontsize="small", frameon=False)
     save_figure(figure, path, CURVES_DPI)
+
+
+def run_colours(count: int) -> list:
+    """A distinct colour per run: matplotlib's ten-colour cycle, or evenly spaced turbo colours beyond ten."""
+    from matplotlib import colormaps
+
+    if count <= CYCLE_COLOURS:
+        return [f"C{index}" for index in range(count)]
+    return [colormaps["turbo"](index / (count - 1)) for index in range(count)]
 
 
 def write_curves(run_dir: Path) -> Path:
@@ -123,13 +184,13 @@ class CurvesReporter:
     def __init__(self) -> None:
         self.run_dir: Path | None = None
 
-    def on_start(self, plan: "TrainingPlan") -> None:
+    def on_start(self, plan: TrainingPlan) -> None:
         self.run_dir = Path(plan.run_dir)
 
-    def on_batch(self, progress: "BatchProgress") -> None:
+    def on_batch(self, progress: BatchProgress) -> None:
         """Nothing to draw between epochs."""
 
-    def on_epoch(self, metrics: "EpochMetrics") -> None:
+    def on_epoch(self, metrics: EpochMetrics) -> None:
         write_curves(self.run_dir)
 
     def on_checkpoint(self, path: Path) -> None:

@@ -4,11 +4,13 @@ No torch here, so `mlp runs` answers at once.
 """
 
 import json
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-from mlp_cli.config import read_toml
+from mlp_cli.config import Config, config_to_dict, read_toml, validate_settings
 from mlp_cli.errors import MlpError
 
 RUNS_ROOT = Path("runs")
@@ -18,65 +20,168 @@ LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
 
 
+# the columns every metrics.jsonl row has (EpochMetrics); the others may be None on epochs not evaluated
+REQUIRED_METRICS = ("train_loss", "train_accuracy")
+OPTIONAL_METRICS = ("test_loss", "test_accuracy", "val_loss", "val_accuracy", "train_eval_loss",
+                    "train_eval_accuracy", "seconds")
+DEFAULT_SETTINGS = config_to_dict(Config())
+
+
 @dataclass(frozen=True)
 class RunSummary:
+    """One run folder as `mlp runs` lists it; a damaged folder has its problem and no numbers."""
+
     path: str
-    impl: str
-    dataset: str
-    hidden: list[int]
+    name: str  # the folder's path relative to the folder listed: what tells runs apart
+    impl: str | None
+    dataset: str | None
+    hidden: list[int] | None
     epochs_done: int
-    epochs_planned: int
+    epochs_planned: int | None
     best_test_accuracy: float | None
     best_epoch: int | None
     updated: str  # ISO time of the latest metrics row (or of the config if none)
+    settings: dict[str, Any] = field(default_factory=dict)  # every setting of config.toml, defaults filled in
+    problem: str | None = None  # why the folder could not be read (config.toml or metrics.jsonl damaged)
+
+
+def is_number(value: Any) -> bool:
+    """Whether value is an int or float (a bool is not a number here)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def check_metrics_row(row: Any) -> str | None:
+    """What is wrong with one metrics.jsonl row, or None if it can be listed and plotted."""
+    if not isinstance(row, dict):
+        return f"a row is {type(row).__name__}, expected an object"
+    epoch = row.get("epoch")
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 1:
+        return f"a row has epoch {epoch!r}, expected an integer >= 1"
+    for key in REQUIRED_METRICS:
+        if not is_number(row.get(key)):
+            return f"epoch {epoch} has {key} {row.get(key)!r}, expected a number"
+    for key in OPTIONAL_METRICS:
+        if row.get(key) is not None and not is_number(row[key]):
+            return f"epoch {epoch} has {key} {row[key]!r}, expected a number or null"
+    return None
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
     """The rows of run_dir/metrics.jsonl, one per epoch (none if the run has not finished an epoch).
 
+    Each row is checked, so that a listing or a plot never meets a row it cannot use.
+
     Raises:
-        MlpError: the file cannot be read or is not JSON lines.
+        MlpError: the file cannot be read, is not JSON lines, or a row lacks its epoch or metrics.
     """
     path = run_dir / METRICS_FILE
     if not path.is_file():
         return []
     try:
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        lines = path.read_text().splitlines()
+        rows = [json.loads(line) for line in lines if line.strip()]
     except (OSError, ValueError) as err:
         raise MlpError(f"{path}: cannot read the metrics ({err})") from err
+    for number, row in enumerate(rows, start=1):
+        problem = check_metrics_row(row)
+        if problem:
+            raise MlpError(f"{path}: row {number}: {problem}")
+    return rows
 
 
-def summarize_run(run_dir: Path) -> RunSummary | None:
-    """A summary of run_dir, or None if it is not a run folder (no config.toml)."""
+def read_run_settings(run_dir: Path) -> dict[str, Any]:
+    """run_dir's config.toml, validated as `mlp train --config` would, as plain values with defaults filled in.
+
+    Raises:
+        MlpError: the file is missing, not TOML, or holds a setting that is unknown, mistyped or out of range.
+    """
+    config_path = run_dir / CONFIG_FILE
+    table = read_toml(config_path)
+    if not table:
+        raise MlpError(f"{config_path}: empty config (the run's settings are lost)")
+    return config_to_dict(validate_settings(table, {key: f"{config_path}: {key}" for key in table}))
+
+
+def summarize_run(run_dir: Path, root: Path | None = None) -> RunSummary | None:
+    """A summary of run_dir, or None if it is not a run folder (no config.toml).
+
+    A damaged folder gets a summary with its problem, so that it is listed (and explained), never hidden.
+    """
     config_path = run_dir / CONFIG_FILE
     if not config_path.is_file():
         return None
+    name = str(run_dir.relative_to(root)) if root is not None else str(run_dir)
     try:
-        config = read_toml(config_path)
+        settings = read_run_settings(run_dir)
         rows = read_metrics(run_dir)
-    except MlpError:
-        return None  # a damaged or foreign folder is not listed rather than stopping the listing
-    scored = [row for row in rows if row.get("test_accuracy") is not None]
+    except MlpError as err:
+        return RunSummary(path=str(run_dir), name=name, impl=None, dataset=None, hidden=None, epochs_done=0,
+                          epochs_planned=None, best_test_accuracy=None, best_epoch=None,
+                          updated=modified(config_path), problem=str(err))
+    scored = [row for row in rows if is_number(row.get("test_accuracy")) and math.isfinite(row["test_accuracy"])]
     best = max(scored, key=lambda row: row["test_accuracy"]) if scored else None
-    newest = run_dir / METRICS_FILE if rows else config_path
     return RunSummary(
-        path=str(run_dir), impl=str(config.get("impl", "?")), dataset=str(config.get("dataset", "?")),
-        hidden=list(config.get("hidden", [])), epochs_done=len(rows), epochs_planned=int(config.get("epochs", 0)),
+        path=str(run_dir), name=name, impl=settings["impl"], dataset=settings["dataset"], hidden=settings["hidden"],
+        epochs_done=len(rows), epochs_planned=settings["epochs"],
         best_test_accuracy=best["test_accuracy"] if best else None, best_epoch=best["epoch"] if best else None,
-        updated=datetime.fromtimestamp(newest.stat().st_mtime).isoformat(timespec="seconds"),
+        updated=modified(run_dir / METRICS_FILE if rows else config_path), settings=settings,
     )
 
 
+def modified(path: Path) -> str:
+    """path's modification time in ISO format (seconds), or "?" if it vanished meanwhile."""
+    try:
+        return datetime.fromtimestamp(path.stat().st_mtime).isoformat(timespec="seconds")
+    except OSError:
+        return "?"
+
+
 def list_runs(root: Path) -> list[RunSummary]:
-    """Every run folder directly under root, newest first.
+    """Every run folder directly under root, newest first; damaged ones too, each with its problem.
 
     Raises:
         MlpError: root is not a folder.
     """
     if not root.is_dir():
         raise MlpError(f"{root}: no such folder of runs (train first, or pass the folder that holds them)")
-    summaries = [summary for path in root.iterdir() if path.is_dir() and (summary := summarize_run(path))]
+    summaries = [summary for path in root.iterdir() if path.is_dir() and (summary := summarize_run(path, root))]
     return sorted(summaries, key=lambda summary: summary.updated, reverse=True)
+
+
+def differing_settings(runs: list[RunSummary]) -> list[str]:
+    """The settings whose values are not the same in every readable run: what tells the runs apart.
+
+    epochs is left out: `mlp runs` shows it in its own column, as epochs done out of planned.
+    """
+    readable = [run for run in runs if run.problem is None]
+    return [key for key in DEFAULT_SETTINGS
+            if key != "epochs" and len({json.dumps(run.settings.get(key)) for run in readable}) > 1]
+
+
+def non_default_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings whose value is not Config's default, in Config's order: what makes a run this run."""
+    return {key: value for key, value in settings.items()
+            if key in DEFAULT_SETTINGS and value != DEFAULT_SETTINGS[key]}
+
+
+def setting_text(value: Any) -> str:
+    """A setting's value as a person would type it after its flag (256,128 for a list; - for none)."""
+    if value is None:
+        return "-"
+    if isinstance(value, list | tuple):
+        return ",".join(map(str, value)) or "-"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def find_run_dirs(folder: Path) -> list[Path]:
+    """folder itself if it is a run folder, else the run folders directly inside it (by name)."""
+    if not folder.is_dir() or (folder / METRICS_FILE).exists() or (folder / CONFIG_FILE).exists():
+        return [folder]
+    inside = sorted(path for path in folder.iterdir()
+                    if path.is_dir() and ((path / METRICS_FILE).exists() or (path / CONFIG_FILE).exists()))
+    return inside or [folder]
 
 
 def create_run_dir(out: Path | None, impl: str, overwrite: bool = False) -> Path:

@@ -384,7 +384,7 @@ def describe_run(config: Config, model: nn.Module, device: torch.device, threads
         dataset=config.dataset, data_source=str(data.source),
         train_samples=len(data.train_labels), test_samples=len(data.test_labels),
         batch_size=config.batch_size, first_epoch=first_epoch, num_epochs=config.epochs, val_size=config.val_size,
-        run_dir=str(run_dir), processes=ranks.world_size,
+        run_dir=str(run_dir), processes=ranks.world_size, settings=tuple(config_to_dict(config).items()),
     )
 
 
