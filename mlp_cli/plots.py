@@ -1,15 +1,14 @@
 """Matplotlib figures, drawn on a bare Figure (no pyplot: no GUI backend, no global figure list)."""
 
+from __future__ import annotations  # torch only in annotations: the curves drawer process never imports it
+
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
-
 if TYPE_CHECKING:
+    import torch
     from matplotlib.figure import Figure
-
-    from mlp_cli.events import BatchProgress, EpochMetrics, TrainingPlan
 
 from mlp_cli.errors import MlpError
 
@@ -17,7 +16,7 @@ FIGURE_DPI = 120
 PANEL_SIZE_INCHES = (4.5, 3.2)
 CONFUSION_INCHES = 7.5
 CURVES_SIZE_INCHES = (10.0, 3.6)
-CURVES_DPI = 80  # with no layout engine: ~0.07 s a drawing, cheap enough to redraw after every epoch
+CURVES_DPI = 80  # with no layout engine: a cheap drawing
 CURVES_FILE = "curves.png"
 TEXT_PLOT_WIDTH, TEXT_PLOT_HEIGHT = 60, 12  # in terminal cells
 GRID_COLUMNS = 8
@@ -69,7 +68,7 @@ def plot_confusion(confusion: list[list[int]], class_names: list[str], title: st
     save_figure(figure, path)
 
 
-def save_figure(figure: "Figure", path: Path, dpi: int = FIGURE_DPI) -> None:
+def save_figure(figure: Figure, path: Path, dpi: int = FIGURE_DPI) -> None:
     """Write figure as an image; the format follows the file name (PNG, SVG, PDF, ...)."""
     try:
         figure.savefig(path, dpi=dpi)
@@ -104,36 +103,6 @@ def plot_curves(runs: list[tuple[str, list[dict]]], path: Path) -> None:
         axes.grid(True, alpha=0.3)
         axes.legend(fontsize="small")
     save_figure(figure, path, CURVES_DPI)
-
-
-def write_curves(run_dir: Path) -> Path:
-    """Draw run_dir's metrics into run_dir/curves.png, replacing the file in one step."""
-    from mlp_cli.runs import read_metrics
-
-    path = run_dir / CURVES_FILE
-    temporary = run_dir / f".{CURVES_FILE}.tmp.png"
-    plot_curves([(run_dir.name, read_metrics(run_dir))], temporary)
-    temporary.replace(path)
-    return path
-
-
-class CurvesReporter:
-    """Redraws the run folder's curves.png after every epoch (a Reporter, so training knows no matplotlib)."""
-
-    def __init__(self) -> None:
-        self.run_dir: Path | None = None
-
-    def on_start(self, plan: "TrainingPlan") -> None:
-        self.run_dir = Path(plan.run_dir)
-
-    def on_batch(self, progress: "BatchProgress") -> None:
-        """Nothing to draw between epochs."""
-
-    def on_epoch(self, metrics: "EpochMetrics") -> None:
-        write_curves(self.run_dir)
-
-    def on_checkpoint(self, path: Path) -> None:
-        """Checkpoints do not change the curves."""
 
 
 def activation_text_plot(name: str, x: torch.Tensor, y: torch.Tensor, grad: torch.Tensor | None,
