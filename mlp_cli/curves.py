@@ -46,6 +46,7 @@ class CurvesReporter:
         except MlpError:
             self.rows = []
         self._drawn_rows = len(self.rows)
+        self._start_drawer()  # now, so that it has imported matplotlib by the time there is something to draw
 
     def on_batch(self, progress: "BatchProgress") -> None:
         self._request_if_due()
@@ -87,10 +88,7 @@ class CurvesReporter:
     def _request(self) -> None:
         if self.run_dir is None:
             return
-        if self._drawer is None:
-            # a session of its own: Ctrl-C at the terminal goes to training alone, which then asks for a last drawing
-            self._drawer = subprocess.Popen([sys.executable, "-m", "mlp_cli.curves"], stdin=subprocess.PIPE,
-                                            text=True, start_new_session=True)
+        self._start_drawer()
         try:
             self._drawer.stdin.write(json.dumps({"run_dir": str(self.run_dir), "rows": self.rows}) + "\n")
             self._drawer.stdin.flush()
@@ -98,6 +96,13 @@ class CurvesReporter:
             return
         self.drawings_requested += 1
         self._drawn_rows, self._last_request = len(self.rows), time.monotonic()
+
+
+    def _start_drawer(self) -> None:
+        if self._drawer is None:
+            # a session of its own: Ctrl-C at the terminal goes to training alone, which then asks for a last drawing
+            self._drawer = subprocess.Popen([sys.executable, "-m", "mlp_cli.curves"], stdin=subprocess.PIPE,
+                                            text=True, start_new_session=True)
 
 
 def draw_curves(run_dir: Path, rows: list[dict]) -> Path:
@@ -118,6 +123,8 @@ def draw_curves(run_dir: Path, rows: list[dict]) -> Path:
 
 def serve(requests: IO[str]) -> None:
     """Draw each request (a JSON line: run_dir and rows) until the input ends; warn once if drawing fails."""
+    import matplotlib.backends.backend_agg  # noqa: F401  (the slow import, done while training starts)
+
     warned = False
     for line in requests:
         request = json.loads(line)
