@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 FASHION_MNIST_SYSTEM_DIR := /usr/share/datasets/fashion-mnist
 TRAIN_ARGS ?= --impl scratch
 
-.PHONY: install data train test lint bench bench-accuracy bench-ddp clean
+.PHONY: install data train test lint bench bench-run bench-accuracy bench-ddp clean
 
 # Installed again only when pyproject.toml changes.
 $(BIN)/.installed: pyproject.toml
@@ -43,6 +43,10 @@ test: lint
 # Seconds per epoch of mlp against the DataLoader pipeline and the bare matmuls (BENCH_ARGS=--synthetic without data).
 bench: install data
 	$(BIN)/python benchmarks/bench_epoch.py $(BENCH_ARGS)
+
+# A whole `mlp train` against the plain PyTorch script it wraps; per-epoch breakdown; start-up; best-fashion's floor.
+bench-run: install data
+	$(BIN)/python benchmarks/bench_run.py $(BENCH_ARGS)
 
 bench-accuracy: install data
 	$(BIN)/python benchmarks/accuracy_seeds.py

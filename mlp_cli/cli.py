@@ -203,8 +203,8 @@ def train_command(
         options = {"config": config, "out": out, "resume": resume, "overwrite": overwrite or None,
                    "quiet": quiet or None}
         raise typer.Exit(launch_training(nproc_per_node, as_arguments({**flags, **options})))
+    from mlp_cli.curves import CurvesReporter
     from mlp_cli.events import NULL_REPORTER, ReporterGroup
-    from mlp_cli.plots import CurvesReporter
     from mlp_cli.reporting import RichReporter
     from mlp_cli.runs import METRICS_FILE
     from mlp_cli.signals import STOP_SIGNALS, stop_on_signals
@@ -213,8 +213,8 @@ def train_command(
     is_main = torchrun_rank() == 0  # under torchrun only rank 0 shows progress and the result
     progress_console = Console(stderr=True, highlight=False, quiet=quiet or not is_main)
     try:
-        with stop_on_signals() as stop, RichReporter(progress_console) as terminal:
-            reporter = ReporterGroup(terminal, CurvesReporter()) if is_main else NULL_REPORTER
+        with stop_on_signals() as stop, RichReporter(progress_console) as terminal, CurvesReporter() as curves:
+            reporter = ReporterGroup(terminal, curves) if is_main else NULL_REPORTER
             if resume is None:
                 result = train(settings, out, reporter, stop, overwrite)
             else:

@@ -14,7 +14,6 @@ if TYPE_CHECKING:  # torch only types the arguments here; `mlp plot-curves` does
     import torch
     from matplotlib.figure import Figure
 
-    from mlp_cli.events import BatchProgress, EpochMetrics, TrainingPlan
 
 from mlp_cli.errors import MlpError
 
@@ -25,7 +24,7 @@ CURVES_SIZE_INCHES = (10.0, 3.6)  # the two panels, without the legend below the
 CURVES_LEGEND_ROW_INCHES = 0.22  # a row of the legend grows the figure by this much
 CURVES_LEGEND_COLUMNS = 3
 CYCLE_COLOURS = 10  # matplotlib's default colour cycle, C0 to C9
-CURVES_DPI = 80  # with no layout engine: ~0.07 s a drawing, cheap enough to redraw after every epoch
+CURVES_DPI = 80  # with no layout engine: a cheap drawing (made by the curves drawer process, see curves.py)
 CURVES_FILE = "curves.png"
 TEXT_PLOT_WIDTH, TEXT_PLOT_HEIGHT = 60, 12  # in terminal cells
 GRID_COLUMNS = 8
@@ -165,36 +164,6 @@ def run_colours(count: int) -> list:
     if count <= CYCLE_COLOURS:
         return [f"C{index}" for index in range(count)]
     return [colormaps["turbo"](index / (count - 1)) for index in range(count)]
-
-
-def write_curves(run_dir: Path) -> Path:
-    """Draw run_dir's metrics into run_dir/curves.png, replacing the file in one step."""
-    from mlp_cli.runs import read_metrics
-
-    path = run_dir / CURVES_FILE
-    temporary = run_dir / f".{CURVES_FILE}.tmp.png"
-    plot_curves([(run_dir.name, read_metrics(run_dir))], temporary)
-    temporary.replace(path)
-    return path
-
-
-class CurvesReporter:
-    """Redraws the run folder's curves.png after every epoch (a Reporter, so training knows no matplotlib)."""
-
-    def __init__(self) -> None:
-        self.run_dir: Path | None = None
-
-    def on_start(self, plan: TrainingPlan) -> None:
-        self.run_dir = Path(plan.run_dir)
-
-    def on_batch(self, progress: BatchProgress) -> None:
-        """Nothing to draw between epochs."""
-
-    def on_epoch(self, metrics: EpochMetrics) -> None:
-        write_curves(self.run_dir)
-
-    def on_checkpoint(self, path: Path) -> None:
-        """Checkpoints do not change the curves."""
 
 
 def activation_text_plot(name: str, x: torch.Tensor, y: torch.Tensor, grad: torch.Tensor | None,

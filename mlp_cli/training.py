@@ -28,6 +28,7 @@ from mlp_cli.distributed import SINGLE_PROCESS, Ranks, launched_ranks, process_g
 from mlp_cli.errors import CheckpointError, ConfigError, MlpError, TrainingDivergedError, TrainingStoppedError
 from mlp_cli.events import NULL_REPORTER, BatchProgress, EpochMetrics, FitResult, Reporter, TrainingPlan
 from mlp_cli.models import build_model
+from mlp_cli.optim import SGD, Optimizer
 from mlp_cli.runs import BEST_CHECKPOINT, CONFIG_FILE, LAST_CHECKPOINT, METRICS_FILE, create_run_dir
 from mlp_cli.signals import StopRequest
 
@@ -141,7 +142,7 @@ def check_finite(loss: torch.Tensor | float, where: str, config: Config, last_go
             f"try a lower learning rate than --lr {config.lr}")
 
 
-def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: DataModule, config: Config,
+def train_epoch(model: nn.Module, optimizer: Optimizer, data: DataModule, config: Config,
                 generator: torch.Generator, epoch: int, progress: EpochProgress, reporter: Reporter,
                 stop: StopRequest | None = None, last_good: str = "none", ranks: Ranks = SINGLE_PROCESS) -> bool:
     """Continue the epoch from progress (updated in place with this rank's sums); False if stopped by a signal.
@@ -215,8 +216,9 @@ class RunState:
 FRESH_RUN = RunState(None, [], None, None, None)
 
 
-def make_optimizer(model: nn.Module, config: Config) -> torch.optim.Optimizer:
-    """Minibatch SGD as in the book, SGD with momentum, Adam (the Flux example's choice) or AdamW."""
+def make_optimizer(model: nn.Module, config: Config) -> Optimizer:
+    """Minibatch SGD as in the book (written out, see optim.py), SGD with momentum, Adam (the Flux example's
+    choice) or AdamW."""
     parameters, lr, decay = model.parameters(), config.lr, config.weight_decay
     if config.optimizer == "momentum":
         return torch.optim.SGD(parameters, lr=lr, momentum=config.momentum, weight_decay=decay)
@@ -224,10 +226,10 @@ def make_optimizer(model: nn.Module, config: Config) -> torch.optim.Optimizer:
         return torch.optim.Adam(parameters, lr=lr, weight_decay=decay)
     if config.optimizer == "adamw":
         return torch.optim.AdamW(parameters, lr=lr, weight_decay=decay)
-    return torch.optim.SGD(parameters, lr=lr, weight_decay=decay)
+    return SGD(parameters, lr=lr, weight_decay=decay)
 
 
-def make_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, data: DataModule, config: Config,
+def make_checkpoint(model: nn.Module, optimizer: Optimizer, data: DataModule, config: Config,
                     history: list[EpochMetrics], progress: EpochProgress | None,
                     generator: torch.Generator, ranks: Ranks = SINGLE_PROCESS) -> dict[str, Any]:
     """Everything needed to evaluate the model, or to resume the run exactly (plain types and tensors only).

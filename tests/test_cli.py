@@ -377,30 +377,6 @@ def test_runs_of_a_missing_folder_is_a_one_line_error() -> None:
     assert_one_line_error(invoke("runs", "nowhere"), "nowhere", "no such folder")
 
 
-def test_every_run_folder_gets_learning_curves_redrawn_after_each_epoch(data_dir: Path) -> None:
-    from mlp_cli.config import load_config
-    from mlp_cli.events import ReporterGroup
-    from mlp_cli.plots import CurvesReporter
-    from mlp_cli.training import train
-
-    drawings = []
-
-    class CopyCurves:
-        def on_start(self, plan: object) -> None: ...
-        def on_batch(self, progress: object) -> None: ...
-        def on_checkpoint(self, path: Path) -> None: ...
-
-        def on_epoch(self, metrics: object) -> None:
-            drawings.append(Path("run/curves.png").read_bytes())
-
-    config = load_config(None, {"data_dir": str(data_dir), "hidden": "16", "epochs": 3, "threads": 1})
-    train(config, Path("run"), ReporterGroup(CurvesReporter(), CopyCurves()))
-    assert len(drawings) == 3 and all(drawing.startswith(PNG_SIGNATURE) for drawing in drawings)
-    assert len(set(drawings)) == 3  # a new picture after every epoch
-    assert invoke("train", "--data-dir", data_dir, "--out", "cli-run", *SMALL).exit_code == 0
-    assert Path("cli-run/curves.png").read_bytes().startswith(PNG_SIGNATURE)
-
-
 def test_plot_curves_overlays_several_runs(data_dir: Path) -> None:
     for impl in ("scratch", "concise"):
         assert invoke("train", "--data-dir", data_dir, "--impl", impl, "--out", f"runs/{impl}", *SMALL).exit_code == 0

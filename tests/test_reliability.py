@@ -159,18 +159,19 @@ def test_a_huge_learning_rate_stops_at_once_naming_epoch_and_batch(data_dir: Pat
 
 def test_divergence_keeps_the_last_good_checkpoint(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from mlp_cli import training
+    from mlp_cli.optim import SGD
 
-    real_step = torch.optim.SGD.step
+    real_step = SGD.step
     steps = {"count": 0}
 
-    def step_then_poison(self, closure=None):
+    def step_then_poison(self):
         steps["count"] += 1
-        real_step(self, closure)
+        real_step(self)
         if steps["count"] == 8:  # in epoch 2 (6 batches per epoch)
             with torch.no_grad():
                 self.param_groups[0]["params"][0].fill_(float("inf"))
 
-    monkeypatch.setattr(torch.optim.SGD, "step", step_then_poison)
+    monkeypatch.setattr(SGD, "step", step_then_poison)
     with pytest.raises(TrainingDivergedError, match=r"in epoch 2 .* last good checkpoint: run/last\.pt"):
         training.train(small_config(data_dir, epochs=3), Path("run"))
     assert load_checkpoint(Path("run/last.pt"))["epoch"] == 1

@@ -1,0 +1,140 @@
+"""RUN/curves.png kept current without slowing training: a separate process draws the newest metrics.
+
+A matplotlib drawing costs a few tenths of a second of Python, as long as a small epoch, and in a thread it
+would hold the GIL the training loop needs. So the training process only sends the metrics rows, one JSON line
+at most every MIN_SECONDS_BETWEEN_DRAWINGS, to `python -m mlp_cli.curves`, which draws them into a temporary
+file and moves it into place (never half-written). The last rows are always sent when training ends, however
+it ends, and the drawer is waited for. A drawing that fails is a warning on stderr, never a lost run.
+"""
+
+import dataclasses
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import IO, TYPE_CHECKING
+
+from mlp_cli.errors import MlpError
+
+if TYPE_CHECKING:
+    from mlp_cli.events import BatchProgress, EpochMetrics, TrainingPlan
+
+MIN_SECONDS_BETWEEN_DRAWINGS = 5.0  # the picture is at most this (plus one drawing) behind the metrics
+FINAL_DRAWING_TIMEOUT_SECONDS = 60.0
+
+
+class CurvesReporter:
+    """A Reporter that has curves.png redrawn off the training path; use it as a context manager."""
+
+    def __init__(self, min_interval: float = MIN_SECONDS_BETWEEN_DRAWINGS) -> None:
+        self.min_interval = min_interval
+        self.run_dir: Path | None = None
+        self.rows: list[dict] = []
+        self.drawings_requested = 0
+        self._drawn_rows = 0  # how many rows the last request held
+        self._last_request = -float("inf")
+        self._drawer: subprocess.Popen | None = None
+
+    def on_start(self, plan: "TrainingPlan") -> None:
+        from mlp_cli.runs import read_metrics
+
+        self.run_dir = Path(plan.run_dir)
+        try:  # a resumed run: the epochs before this start are in the folder already
+            self.rows = [row for row in read_metrics(self.run_dir) if row.get("epoch", 0) < plan.first_epoch]
+        except MlpError:
+            self.rows = []
+        self._drawn_rows = len(self.rows)
+        self._start_drawer()  # now, so that it has imported matplotlib by the time there is something to draw
+
+    def on_batch(self, progress: "BatchProgress") -> None:
+        self._request_if_due()
+
+    def on_epoch(self, metrics: "EpochMetrics") -> None:
+        self.rows.append(dataclasses.asdict(metrics))
+        self._request_if_due()
+
+    def on_checkpoint(self, path: Path) -> None:
+        """Checkpoints do not change the curves."""
+
+    def __enter__(self) -> "CurvesReporter":
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Send the last rows if they are not drawn yet, and wait for the drawer to finish."""
+        if self.rows and len(self.rows) != self._drawn_rows:
+            self._request()
+        if self._drawer is None:
+            return
+        try:
+            self._drawer.stdin.close()
+            self._drawer.wait(timeout=FINAL_DRAWING_TIMEOUT_SECONDS)
+        except OSError:  # the drawer was gone already
+            pass
+        except subprocess.TimeoutExpired:
+            self._drawer.kill()
+        self._drawer = None
+
+    def _request_if_due(self) -> None:
+        new_rows = len(self.rows) != self._drawn_rows
+        if new_rows and time.monotonic() - self._last_request >= self.min_interval:
+            self._request()
+
+    def _request(self) -> None:
+        if self.run_dir is None:
+            return
+        self._start_drawer()
+        try:
+            self._drawer.stdin.write(json.dumps({"run_dir": str(self.run_dir), "rows": self.rows}) + "\n")
+            self._drawer.stdin.flush()
+        except OSError:  # the drawer is gone (it said why on stderr): training goes on without pictures
+            return
+        self.drawings_requested += 1
+        self._drawn_rows, self._last_request = len(self.rows), time.monotonic()
+
+
+    def _start_drawer(self) -> None:
+        if self._drawer is None:
+            # a session of its own: Ctrl-C at the terminal goes to training alone, which then asks for a last drawing
+            self._drawer = subprocess.Popen([sys.executable, "-m", "mlp_cli.curves"], stdin=subprocess.PIPE,
+                                            text=True, start_new_session=True)
+
+
+def draw_curves(run_dir: Path, rows: list[dict]) -> Path:
+    """Draw rows into run_dir/curves.png, replacing the file in one step."""
+    from mlp_cli.plots import CURVES_FILE, plot_curves
+
+    path = run_dir / CURVES_FILE
+    temporary = run_dir / f".{CURVES_FILE}.tmp.png"
+    try:
+        plot_curves([(run_dir.name, rows)], temporary)
+        temporary.replace(path)
+    except OSError as err:
+        raise MlpError(f"{path}: cannot write the image ({err.strerror or err})") from err
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
+def serve(requests: IO[str]) -> None:
+    """Draw each request (a JSON line: run_dir and rows) until the input ends; warn once if drawing fails."""
+    import matplotlib.backends.backend_agg  # noqa: F401  (the slow import, done while training starts)
+
+    warned = False
+    for line in requests:
+        request = json.loads(line)
+        try:
+            draw_curves(Path(request["run_dir"]), request["rows"])
+        except Exception as err:  # a picture must never cost the run: say it once, keep serving
+            if not warned:
+                print(f"warning: curves.png not drawn: {err}", file=sys.stderr)
+                warned = True
+
+
+if __name__ == "__main__":
+    serve(sys.stdin)

@@ -1,0 +1,80 @@
+"""curves.png: drawn by a separate process from the newest metrics, so pictures never slow or stop training."""
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+from mlp_cli.config import load_config
+from mlp_cli.curves import CurvesReporter, serve
+from mlp_cli.events import EpochMetrics
+from mlp_cli.plots import plot_curves
+from mlp_cli.runs import read_metrics
+from mlp_cli.training import resume_run, train
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def small_config(data_dir: Path, epochs: int):
+    return load_config(None, {"data_dir": str(data_dir), "hidden": "16", "epochs": epochs, "threads": 1})
+
+
+def expected_picture(run_dir: Path, name: str) -> bytes:
+    """The curves of run_dir's metrics as drawn directly, in this process."""
+    plot_curves([(run_dir.name, read_metrics(run_dir))], Path(name))
+    return Path(name).read_bytes()
+
+
+def test_drawings_are_rate_limited_and_the_last_one_shows_every_epoch(data_dir: Path) -> None:
+    with CurvesReporter(min_interval=3600) as curves:
+        train(small_config(data_dir, epochs=3), Path("run"), curves)
+    assert curves.drawings_requested == 2  # after the first epoch, then the last rows when training ended
+    picture = Path("run/curves.png").read_bytes()
+    assert picture.startswith(PNG_SIGNATURE)
+    assert picture == expected_picture(Path("run"), "expected.png")
+    assert not list(Path("run").glob(".curves*"))  # no temporary file left
+
+
+def test_a_resumed_run_draws_its_earlier_epochs_too(data_dir: Path) -> None:
+    with CurvesReporter(min_interval=3600) as curves:
+        train(small_config(data_dir, epochs=2), Path("run"), curves)
+    with CurvesReporter(min_interval=3600) as curves:
+        resume_run(Path("run/last.pt"), {"epochs": 3}, curves)
+    assert [row["epoch"] for row in curves.rows] == [1, 2, 3]
+    assert Path("run/curves.png").read_bytes() == expected_picture(Path("run"), "expected.png")
+
+
+def test_the_training_process_never_imports_matplotlib(data_dir: Path) -> None:
+    code = ("import sys; from mlp_cli.cli import main; "
+            f"sys.argv = ['mlp', 'train', '--data-dir', {str(data_dir)!r}, '--epochs', '2', '--hidden', '16', "
+            "'--threads', '1', '--out', 'run', '--quiet']\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print('matplotlib' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "False"
+    assert Path("run/curves.png").read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_a_drawing_that_fails_is_one_warning_and_the_drawer_goes_on(tmp_path: Path, capsys) -> None:
+    blocked, fine = tmp_path / "blocked", tmp_path / "fine"
+    (blocked / "curves.png").mkdir(parents=True)  # a folder where the picture should go
+    fine.mkdir()
+    row = {"epoch": 1, "train_loss": 2.0, "train_accuracy": 0.3, "test_loss": 1.9, "test_accuracy": 0.4}
+    requests = [f'{{"run_dir": "{folder}", "rows": [{__import__("json").dumps(row)}]}}\n'
+                for folder in (blocked, blocked, fine)]
+    serve(io.StringIO("".join(requests)))
+    warnings = capsys.readouterr().err.strip().splitlines()
+    assert len(warnings) == 1 and warnings[0].startswith("warning: curves.png not drawn")
+    assert (fine / "curves.png").read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_training_goes_on_when_the_drawer_is_gone(tmp_path: Path) -> None:
+    curves = CurvesReporter(min_interval=0)
+    curves.on_start(SimpleNamespace(run_dir=str(tmp_path), first_epoch=1))
+    curves.on_epoch(EpochMetrics(1, 2.0, 0.3, test_loss=1.9, test_accuracy=0.4))
+    curves._drawer.kill()
+    curves._drawer.wait()
+    curves.on_epoch(EpochMetrics(2, 1.5, 0.5, test_loss=1.4, test_accuracy=0.6))  # no exception
+    curves.close()
