@@ -14,7 +14,6 @@ if TYPE_CHECKING:  # torch only types the arguments here; `mlp plot-curves` does
     import torch
     from matplotlib.figure import Figure
 
-
 from mlp_cli.errors import MlpError
 
 FIGURE_DPI = 120
