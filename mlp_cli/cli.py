@@ -454,11 +454,12 @@ def data_preview_command(
 
     Example: mlp data preview --out grid.png --count 16
     """
-    from mlp_cli.data import SPLITS, load_data
+    from mlp_cli.data import MAX_PREVIEW_IMAGES, SPLITS, load_data
     from mlp_cli.plots import plot_image_grid
 
-    if split not in SPLITS or count < 1:
-        raise MlpError(f"--split {split} --count {count}: expected train or test, and a count >= 1")
+    if split not in SPLITS or not 1 <= count <= MAX_PREVIEW_IMAGES:
+        raise MlpError(f"--split {split} --count {count}: expected train or test, "
+                       f"and a count from 1 to {MAX_PREVIEW_IMAGES}")
     data = load_data(dataset, data_dir)
     images, labels = data.split(split)
     plot_image_grid(images[:count], [data.class_names[label] for label in labels[:count].tolist()], out)

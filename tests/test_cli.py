@@ -434,6 +434,12 @@ def test_data_preview_writes_a_labelled_grid(data_dir: Path) -> None:
     assert_one_line_error(invoke("data", "preview", "--data-dir", data_dir, "--count", "0"), "--count 0")
 
 
+def test_data_preview_refuses_a_count_too_large_to_draw_before_drawing(data_dir: Path) -> None:
+    result = invoke("data", "preview", "--data-dir", data_dir, "--out", "grid.png", "--count", "1000000")
+    assert_one_line_error(result, "--count 1000000", "from 1 to 400")
+    assert not Path("grid.png").exists()
+
+
 def test_eval_errors_writes_a_grid_of_the_misclassified_images(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert invoke("train", "--data-dir", data_dir, "--out", "run", *SMALL).exit_code == 0
     shown = {}
