@@ -322,11 +322,14 @@ def plot_activation_command(
 @reports_errors
 def predict_command(
     checkpoint: Annotated[Path, typer.Argument(help="A checkpoint, e.g. runs/NAME/best.pt.")],
-    images: Annotated[list[Path], typer.Argument(help="PNG or JPEG files.")],
+    images: Annotated[list[Path], typer.Argument(
+        help="Image files (PNG, JPEG, BMP, GIF, WebP), or folders: every image in them, by name.")],
     top_k: Annotated[int, typer.Option("--top-k", help="How many classes to show per image.")] = 3,
     invert: Annotated[bool, typer.Option(
         help="Invert gray levels: for a dark object on a light background (Fashion-MNIST and MNIST show "
              "a light object on a dark background).")] = False,
+    save_input: Annotated[Path | None, typer.Option(
+        "--save-input", help="Write each image as the model saw it (28x28 gray PNG) into this folder.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the predictions as JSON on stdout.")] = False,
 ) -> None:
     """Classify images with a trained model; each is made 28x28 grayscale, as the data set's images are.
@@ -336,11 +339,16 @@ def predict_command(
 
     Example: mlp predict runs/NAME/best.pt shoe.png shirt.jpg --top-k 2
     """
-    from mlp_cli.predict import predict_images
+    from mlp_cli.predict import light_border_hint, predict_images
 
-    predictions = predict_images(checkpoint, images, top_k, invert)
+    predictions = predict_images(checkpoint, images, top_k, invert, save_input)
     for failed in (prediction for prediction in predictions if prediction.error):
         stderr.print(f"error: {failed.error}", markup=False, soft_wrap=True)
+    hint = light_border_hint(predictions, invert)
+    if hint is not None:
+        stderr.print(f"note: {hint}", markup=False, soft_wrap=True)
+    if any(prediction.saved_input for prediction in predictions):
+        stderr.print(f"wrote the model's inputs to {save_input}", markup=False, soft_wrap=True)
     if as_json:
         print(json.dumps([dataclasses.asdict(prediction) for prediction in predictions]))
     else:
