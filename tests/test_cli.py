@@ -482,3 +482,23 @@ def test_training_with_a_validation_split_reports_it(data_dir: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "best val accuracy" in result.stdout and "final test accuracy" in result.stdout
     assert "val acc" in result.stderr
+
+
+def test_more_threads_than_cores_are_refused_in_one_line(data_dir: Path) -> None:
+    result = invoke("train", "--data-dir", data_dir, "--out", "run", *SMALL[:-2], "--threads", "100000")
+    assert_one_line_error(result, "--threads 100000: this process may run on", "more threads than cores")
+    assert not Path("run/last.pt").exists()
+
+
+def test_the_mlp_command_makes_openmp_threads_wait_passively_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlp_cli.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["mlp", "--version"])
+    for preset, expected in ((None, "PASSIVE"), ("ACTIVE", "ACTIVE")):
+        if preset is None:
+            monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+        else:
+            monkeypatch.setenv("OMP_WAIT_POLICY", preset)
+        with pytest.raises(SystemExit):
+            main()
+        assert os.environ["OMP_WAIT_POLICY"] == expected
