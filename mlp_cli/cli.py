@@ -482,7 +482,7 @@ def use_passive_openmp_threads() -> None:
     """Make torch's OpenMP threads sleep while they wait, unless the environment already says how they wait.
 
     GNU OpenMP's threads spin while they wait for work; when another process holds a core, the spinning
-    threads and the one that has work take turns, and an epoch with every core was measured 5 to 20 times
+    threads and the one that has work take turns, and an epoch with every core was measured 7 to 26 times
     slower than with one thread (README, "Threads"). Waiting passively costs little on an idle machine. OpenMP
     reads the setting once, when torch loads it, so this runs before any command imports torch.
     """

@@ -29,6 +29,7 @@ GZIP_MAGIC = b"\x1f\x8b"
 PIXEL_MAX = 255.0
 # Far above any data set of small images (MNIST train: 47 MB), far below what would exhaust memory
 MAX_IDX_BYTES = 2**30
+READ_CHUNK_BYTES = 2**24
 MAX_PREVIEW_IMAGES = 400  # a 20 x 20 grid: more is unreadable, and slow and memory-hungry to draw
 SPLITS = ("train", "test")
 SPLIT_FILES = {
@@ -218,12 +219,23 @@ def read_idx_stream(path: Path, stream: BinaryIO, expected_magic: int) -> torch.
     if declared > MAX_IDX_BYTES:
         raise DataError(f"{path}: header declares {declared:,} bytes of data for shape {dims}, more than "
                         f"the {MAX_IDX_BYTES:,} this tool reads (corrupt, or not a data set of small images)")
-    payload = stream.read(declared + 1)  # one byte more than declared reveals a file that is too long
+    payload = read_at_most(stream, declared + 1)  # one byte more than declared reveals a file that is too long
     if len(payload) != declared:
         found = f"{len(payload)}" if len(payload) < declared else "more"
         raise DataError(f"{path}: header declares {declared} bytes of data for shape {dims}, "
                         f"file has {found} (truncated or corrupt)")
-    return torch.frombuffer(bytearray(payload), dtype=torch.uint8).reshape(dims)
+    return torch.frombuffer(payload, dtype=torch.uint8).reshape(dims)
+
+
+def read_at_most(stream: BinaryIO, size: int) -> bytearray:
+    """Up to size bytes of stream, in chunks: memory follows what the file holds, not what a header claims."""
+    content = bytearray()
+    while len(content) < size:
+        chunk = stream.read(min(READ_CHUNK_BYTES, size - len(content)))
+        if not chunk:
+            break
+        content += chunk
+    return content
 
 
 def load_split(folder: Path, split: str, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:

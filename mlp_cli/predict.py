@@ -111,10 +111,13 @@ def light_border_hint(predictions: list[Prediction], invert: bool) -> str | None
     light = [prediction.image for prediction in predictions if prediction.has_light_border]
     if not light:
         return None
-    which = light[0] if len(light) == 1 else f"{len(light)} of {len(predictions)} images"
-    advice = ("they were inverted by --invert: try without it" if invert
+    if len(light) == 1:
+        which = f"{light[0]} is"
+    else:
+        which = f"{'the' if len(light) == len(predictions) else f'{len(light)} of'} {len(predictions)} images are"
+    advice = ("--invert made them so: try without it" if invert
               else "pass --invert for a dark object on a light background")
-    return (f"{which}: mostly light around the edge, but the model expects a light object on a dark "
+    return (f"{which} mostly light around the edge, but the model expects a light object on a dark "
             f"background (as in its data set); {advice}")
 
 
