@@ -135,7 +135,7 @@ def test_save_input_writes_the_28_by_28_image_the_model_saw(data_dir: Path, trai
     assert seen.size == (28, 28) and seen.mode == "L"
     model_input = load_image(Path("photo.png"), 28, invert=True)
     # the same 8-bit levels: the inverted input 1 - x/255 is a level up to float rounding
-    assert torch.equal(torch.from_numpy(numpy.asarray(seen)), (model_input[0] * 255).round().to(torch.uint8))
+    assert torch.equal(torch.from_numpy(numpy.array(seen)), (model_input[0] * 255).round().to(torch.uint8))
 
 
 def test_a_folder_argument_classifies_every_image_in_it_by_name(data_dir: Path, trained: Path) -> None:
