@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 FASHION_MNIST_SYSTEM_DIR := /usr/share/datasets/fashion-mnist
 TRAIN_ARGS ?= --impl scratch
 
-.PHONY: install data train test lint bench bench-run bench-accuracy bench-ddp clean
+.PHONY: install data train test lint bench bench-run bench-accuracy bench-ddp bench-threads clean
 
 # Installed again only when pyproject.toml changes.
 $(BIN)/.installed: pyproject.toml
@@ -54,6 +54,10 @@ bench-accuracy: install data
 # Seconds per epoch of 2 processes x 1 thread (DDP) against 1 process x 2 threads.
 bench-ddp: install data
 	$(BIN)/python benchmarks/bench_ddp.py
+
+# Seconds per epoch of --threads 0 (passive and spinning OpenMP threads) against --threads 1, idle and beside a busy process.
+bench-threads: install
+	$(BIN)/python benchmarks/bench_threads.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

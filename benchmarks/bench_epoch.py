@@ -14,6 +14,7 @@ bf16 autocast against float32 (speed and accuracy). Medians of --repeats runs; r
 """
 
 import argparse
+import gzip
 import io
 import json
 import statistics
@@ -31,12 +32,12 @@ from torch.nn import functional
 from mlp_cli.config import Config, load_config
 from mlp_cli.data import (
     DATASETS,
+    GZIP_MAGIC,
     SPLIT_FILES,
     default_cache_dir,
     find_dataset_dir,
     find_idx_file,
     load_data,
-    read_idx_bytes,
 )
 from mlp_cli.devices import configure_threads, resolve_device
 from mlp_cli.events import NULL_REPORTER, TrainingPlan
@@ -82,7 +83,8 @@ def torchvision_root(folder: Path, root: Path) -> Path:
     raw.mkdir(parents=True)
     for stems in SPLIT_FILES.values():
         for stem in stems:
-            (raw / stem).write_bytes(read_idx_bytes(find_idx_file(folder, stem)))
+            content = find_idx_file(folder, stem).read_bytes()
+            (raw / stem).write_bytes(gzip.decompress(content) if content.startswith(GZIP_MAGIC) else content)
     return root
 
 

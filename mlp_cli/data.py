@@ -15,6 +15,7 @@ import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 
@@ -26,6 +27,10 @@ IDX_LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension: (count,)
 IDX_UNSIGNED_BYTE = 0x08
 GZIP_MAGIC = b"\x1f\x8b"
 PIXEL_MAX = 255.0
+# Far above any data set of small images (MNIST train: 47 MB), far below what would exhaust memory
+MAX_IDX_BYTES = 2**30
+READ_CHUNK_BYTES = 2**24
+MAX_PREVIEW_IMAGES = 400  # a 20 x 20 grid: more is unreadable, and slow and memory-hungry to draw
 SPLITS = ("train", "test")
 SPLIT_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -103,10 +108,16 @@ def find_dataset_dir(spec: DatasetSpec, data_dir: Path | None, cache_dir: Path,
     try:
         download_with_torchvision(spec, cache_dir)
     except (RuntimeError, OSError, DataError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        reason = describe_failure(err)
         raise DataError(f"{spec.title} not found (looked in {tried}) and the download failed ({reason}); "
                         f"{how_to_fix}") from err
     return cache_folder
+
+
+def describe_failure(err: Exception) -> str:
+    """err's message on one line, never empty: torchvision's spreads over lines, with the cause on the last."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return " ".join(lines) or type(err).__name__
 
 
 def locate_dataset(dataset: str, data_dir: Path | None = None) -> Path:
@@ -166,41 +177,65 @@ def fetch_with_torchvision(spec: DatasetSpec, root: Path) -> None:
     getattr(torchvision.datasets, spec.torchvision_name)(root=str(root), train=True, download=True)
 
 
-def read_idx_bytes(path: Path) -> bytes:
-    """The decompressed bytes of a raw or gzipped IDX file."""
+def read_idx(path: Path, expected_magic: int) -> torch.Tensor:
+    """An IDX file as a uint8 tensor of its declared shape, after checking its header and length.
+
+    The header is checked before the data is read, and no more than the header promises is inflated, so a
+    small gzip that would inflate to gigabytes (or a header that claims them) costs nothing.
+
+    Raises:
+        DataError: wrong magic number, bad or empty dimensions, or a length that does not match the header.
+    """
     try:
         with open(path, "rb") as file:
-            content = file.read()
-        return gzip.decompress(content) if content.startswith(GZIP_MAGIC) else content
+            is_gzip = file.read(len(GZIP_MAGIC)) == GZIP_MAGIC
+            file.seek(0)
+            stream = gzip.GzipFile(fileobj=file, mode="rb") if is_gzip else file
+            return read_idx_stream(path, stream, expected_magic)
     except (EOFError, zlib.error, gzip.BadGzipFile) as err:
         raise DataError(f"{path}: truncated or corrupt gzip file ({err})") from err
     except OSError as err:
         raise DataError(f"{path}: cannot read ({err.strerror or err})") from err
 
 
-def read_idx(path: Path, expected_magic: int) -> torch.Tensor:
-    """An IDX file as a uint8 tensor of its declared shape, after checking its header and length.
-
-    Raises:
-        DataError: wrong magic number, bad dimensions, or a length that does not match the header.
-    """
-    content = read_idx_bytes(path)
+def read_idx_stream(path: Path, stream: BinaryIO, expected_magic: int) -> torch.Tensor:
+    """read_idx on an open (possibly inflating) stream: header first, then exactly the bytes it declares."""
     expected_dims = expected_magic & 0xFF
     header_size = 4 + 4 * expected_dims
-    magic = int.from_bytes(content[:4], "big")
+    header = stream.read(header_size)
+    magic = int.from_bytes(header[:4], "big")
     if magic != expected_magic:
         raise DataError(f"{path}: not an IDX {'image' if expected_dims == 3 else 'label'} file "
                         f"(magic 0x{magic:08x}, expected 0x{expected_magic:08x})")
-    if len(content) < header_size:
-        raise DataError(f"{path}: too short for an IDX header ({len(content)} bytes)")
-    dims = struct.unpack(f">{expected_dims}I", content[4:header_size])
+    if len(header) < header_size:
+        raise DataError(f"{path}: too short for an IDX header ({len(header)} bytes)")
+    dims = struct.unpack(f">{expected_dims}I", header[4:])
+    if dims[0] == 0:
+        raise DataError(f"{path}: the header declares 0 {'images' if expected_dims == 3 else 'labels'} "
+                        f"(an empty split; the file is incomplete or not this data set's)")
     if any(size == 0 for size in dims[1:]):
         raise DataError(f"{path}: bad dimensions {dims} (an image needs rows and cols >= 1)")
-    payload = len(content) - header_size
-    if payload != math.prod(dims):
-        raise DataError(f"{path}: header declares {math.prod(dims)} bytes of data for shape {dims}, "
-                        f"file has {payload} (truncated or corrupt)")
-    return torch.frombuffer(bytearray(content[header_size:]), dtype=torch.uint8).reshape(dims)
+    declared = math.prod(dims)
+    if declared > MAX_IDX_BYTES:
+        raise DataError(f"{path}: header declares {declared:,} bytes of data for shape {dims}, more than "
+                        f"the {MAX_IDX_BYTES:,} this tool reads (corrupt, or not a data set of small images)")
+    payload = read_at_most(stream, declared + 1)  # one byte more than declared reveals a file that is too long
+    if len(payload) != declared:
+        found = f"{len(payload)}" if len(payload) < declared else "more"
+        raise DataError(f"{path}: header declares {declared} bytes of data for shape {dims}, "
+                        f"file has {found} (truncated or corrupt)")
+    return torch.frombuffer(payload, dtype=torch.uint8).reshape(dims)
+
+
+def read_at_most(stream: BinaryIO, size: int) -> bytearray:
+    """Up to size bytes of stream, in chunks: memory follows what the file holds, not what a header claims."""
+    content = bytearray()
+    while len(content) < size:
+        chunk = stream.read(min(READ_CHUNK_BYTES, size - len(content)))
+        if not chunk:
+            break
+        content += chunk
+    return content
 
 
 def load_split(folder: Path, split: str, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -4,8 +4,11 @@ It starts N processes of `python -m mlp_cli train ...` on this machine, exactly 
 `torchrun --standalone --nproc-per-node N -m mlp_cli train ...` would, and waits for them.
 """
 
+import ctypes
 import logging
 import os
+import signal
+import sys
 
 import torch.distributed as dist
 from torch.distributed.elastic.multiprocessing.api import SignalException
@@ -15,6 +18,8 @@ from torch.distributed.run import parse_args, run
 from mlp_cli.devices import available_cores
 from mlp_cli.errors import MlpError
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h: the signal this process gets when its parent dies
+
 
 def check_can_launch(processes: int) -> None:
     """Raise MlpError if `processes` processes cannot be started from here."""
@@ -22,6 +27,29 @@ def check_can_launch(processes: int) -> None:
         raise MlpError("--nproc-per-node: this process was already started by torchrun; leave the flag out")
     if processes < 1:
         raise MlpError(f"--nproc-per-node {processes}: expected 1 or more processes")
+    cores = available_cores()
+    if processes > cores:
+        # each process holds its own copy of the data set and runs at least one thread: past the cores they
+        # only queue for them, and past the memory they get killed
+        raise MlpError(f"--nproc-per-node {processes}: this machine lets mlp run on {cores} "
+                       f"core{'s' if cores != 1 else ''}; more processes than cores train no faster and each "
+                       f"holds a copy of the data; use 1 to {cores}")
+
+
+def exit_with_launcher() -> None:
+    """Have Linux send this worker SIGTERM when its launcher (torchrun's agent, its parent) dies.
+
+    Without it, a launcher killed by the OOM killer or kill -9 leaves its workers running, or blocked in a
+    collective until --dist-timeout. SIGTERM stops a worker as Ctrl-C would (last.pt saved where it can be).
+    Elsewhere than on Linux this does nothing.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        return  # not allowed here (a sandbox): the worker keeps the old behaviour
+    if os.getppid() == 1:  # the launcher died before the request was made: adopted by init already
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def launch_training(processes: int, train_arguments: list[str]) -> int:

@@ -347,6 +347,17 @@ def test_eval_reports_per_class_accuracy_and_a_confusion_matrix(data_dir: Path) 
     assert "confusion matrix" in table.stdout and "T-shirt/top" in table.stdout
 
 
+def test_eval_json_per_class_accuracies_are_exact_fractions_without_float32_noise(
+        data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlp_cli.training import SplitMetrics
+
+    assert invoke("train", "--data-dir", data_dir, "--out", "run", *SMALL).exit_code == 0
+    confusion = torch.diag(torch.arange(1, 11)) + 2  # row i: i + 3 right out of i + 21
+    monkeypatch.setattr("mlp_cli.evaluation.evaluate", lambda *args, **kwargs: SplitMetrics(0.5, 0.5, confusion, None))
+    report = json.loads(invoke("eval", "run/last.pt", "--json").stdout)
+    assert report["per_class_accuracy"] == [(i + 3) / (i + 21) for i in range(10)]
+
+
 def test_eval_writes_the_confusion_matrix_as_a_png(data_dir: Path) -> None:
     assert invoke("train", "--data-dir", data_dir, "--out", "run", *SMALL).exit_code == 0
     result = invoke("eval", "run/last.pt", "--confusion", "confusion.png", "--errors", "errors.png")
@@ -412,6 +423,12 @@ def test_data_preview_writes_a_labelled_grid(data_dir: Path) -> None:
     assert_one_line_error(invoke("data", "preview", "--data-dir", data_dir, "--count", "0"), "--count 0")
 
 
+def test_data_preview_refuses_a_count_too_large_to_draw_before_drawing(data_dir: Path) -> None:
+    result = invoke("data", "preview", "--data-dir", data_dir, "--out", "grid.png", "--count", "1000000")
+    assert_one_line_error(result, "--count 1000000", "from 1 to 400")
+    assert not Path("grid.png").exists()
+
+
 def test_eval_errors_writes_a_grid_of_the_misclassified_images(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert invoke("train", "--data-dir", data_dir, "--out", "run", *SMALL).exit_code == 0
     shown = {}
@@ -443,3 +460,23 @@ def test_training_with_a_validation_split_reports_it(data_dir: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "best val accuracy" in result.stdout and "final test accuracy" in result.stdout
     assert "val acc" in result.stderr
+
+
+def test_more_threads_than_cores_are_refused_in_one_line(data_dir: Path) -> None:
+    result = invoke("train", "--data-dir", data_dir, "--out", "run", *SMALL[:-2], "--threads", "100000")
+    assert_one_line_error(result, "--threads 100000: this process may run on", "more threads than cores")
+    assert not Path("run/last.pt").exists()
+
+
+def test_the_mlp_command_makes_openmp_threads_wait_passively_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlp_cli.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["mlp", "--version"])
+    for preset, expected in ((None, "PASSIVE"), ("ACTIVE", "ACTIVE")):
+        if preset is None:
+            monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+        else:
+            monkeypatch.setenv("OMP_WAIT_POLICY", preset)
+        with pytest.raises(SystemExit):
+            main()
+        assert os.environ["OMP_WAIT_POLICY"] == expected

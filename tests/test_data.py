@@ -1,6 +1,8 @@
 """The data module: finding IDX files, reading and checking them, and batching whole splits by index."""
 
 import gzip
+import struct
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -83,6 +85,20 @@ def test_a_failed_download_is_a_data_error(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setattr("mlp_cli.data.download_with_torchvision", failing_download)
     with pytest.raises(DataError, match="the download failed"):
         find_dataset_dir(FASHION, None, tmp_path / "cache", [], download=True)
+
+
+def test_a_failed_download_names_its_cause_even_when_torchvision_puts_it_on_a_later_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def offline_download(spec: object, cache_dir: Path) -> None:  # torchvision's message when offline
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried http://example.org/, got:\n"
+                           "<urlopen error [Errno -2] Name or service not known>\n")
+
+    monkeypatch.setattr("mlp_cli.data.download_with_torchvision", offline_download)
+    with pytest.raises(DataError) as raised:
+        find_dataset_dir(DATASETS["mnist"], None, tmp_path / "cache", [], download=True)
+    assert "\n" not in str(raised.value)
+    assert "download failed (Error downloading train-images-idx3-ubyte.gz: Tried http://example.org/, got: " \
+           "<urlopen error [Errno -2] Name or service not known>)" in str(raised.value)
 
 
 def test_downloaded_files_are_found_in_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -189,3 +205,35 @@ def test_each_epoch_draws_a_new_order_and_a_seed_repeats_the_sequence(data_dir: 
     assert not torch.equal(first[0], first[1]) and not torch.equal(first[1], first[2])
     assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
     assert all(torch.equal(order.sort().values, data.train_labels.sort().values) for order in first)
+
+
+def test_an_idx_split_with_zero_items_is_a_one_line_error(data_dir: Path) -> None:
+    write_idx(data_dir / "t10k-images-idx3-ubyte", IMAGE_MAGIC, (0, 28, 28), b"")
+    write_idx(data_dir / "t10k-labels-idx1-ubyte", LABEL_MAGIC, (0,), b"")
+    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte: the header declares 0 images"):
+        load_data("fashion-mnist", data_dir)
+
+
+def test_a_header_claiming_more_than_the_size_limit_is_refused_before_reading(data_dir: Path) -> None:
+    # 70000 images of 4096 x 4096 pixels: 1.2 TB promised by a 16-byte header
+    write_idx(data_dir / "train-images-idx3-ubyte", IMAGE_MAGIC, (70000, 4096, 4096), bytes(1000), compress=True)
+    (data_dir / "train-images-idx3-ubyte").unlink()
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte\.gz: header declares .* more than the"):
+        load_data("fashion-mnist", data_dir)
+
+
+def test_a_gzip_that_inflates_beyond_its_header_is_refused_without_inflating_it_all(data_dir: Path) -> None:
+    # a valid header for 3 labels, then 64 MB of zeros that compress to about 64 KB
+    path = data_dir / "train-labels-idx1-ubyte.gz"
+    with gzip.open(path, "wb") as file:
+        file.write(struct.pack(">II", LABEL_MAGIC, 3))
+        for _ in range(64):
+            file.write(bytes(2**20))
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=r"train-labels-idx1-ubyte\.gz: header declares 3 bytes .* file has more"):
+            read_idx(path, LABEL_MAGIC)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 2**20  # bytes; the whole file would be 64 MB

@@ -159,7 +159,7 @@ def test_gloo_runs_on_the_cpu_and_nccl_needs_cuda() -> None:
 def test_the_processes_on_one_machine_share_its_cores_unless_told() -> None:
     cores = len(os.sched_getaffinity(0))
     assert configure_threads(0, processes_here=2) == max(1, cores // 2)
-    assert configure_threads(3, processes_here=2) == 3
+    assert configure_threads(cores, processes_here=2) == cores
     torch.set_num_threads(1)
 
 
@@ -328,3 +328,49 @@ def test_the_other_ranks_prefix_their_errors_and_leave_shared_ones_to_rank_0(
     missing = CliRunner().invoke(app, ["train", "--data-dir", str(tmp_path / "nowhere"), "--device", "cpu"])
     assert missing.exit_code == 1
     assert missing.stderr.startswith("error: rank 1: ")
+
+
+def test_more_processes_than_cores_are_refused_in_one_line_before_starting_any(
+        data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(launch, "run", lambda arguments: pytest.fail("no process should start"))
+    monkeypatch.setattr(launch, "available_cores", lambda: 4)
+    result = CliRunner().invoke(app, ["train", "--nproc-per-node", "64", "--data-dir", str(data_dir)])
+    assert result.exit_code == 1
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("error: --nproc-per-node 64: this machine lets mlp run on 4 cores;")
+    assert "use 1 to 4" in result.stderr
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes that pid started (Linux)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(child) for child in children]
+
+
+def is_running(pid: int) -> bool:
+    """Whether pid is a live process (a zombie left for a parent that never reaps it is not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_workers_stop_when_their_launcher_is_killed(data_dir: Path) -> None:
+    command = [sys.executable, "-m", "mlp_cli", "train", "--nproc-per-node", "2",
+               *as_flags(data_dir, batch_size=8, epochs=1000), "--out", "orphans", "--quiet"]
+    launcher = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + JOB_SECONDS
+    while not Path("orphans/last.pt").exists() and time.monotonic() < deadline and launcher.poll() is None:
+        time.sleep(0.2)
+    workers = child_pids(launcher.pid)
+    assert len(workers) == 2
+    launcher.kill()  # as the OOM killer would: no chance to pass anything on
+    launcher.wait()
+    deadline = time.monotonic() + 30  # "does not hang": they stop at their next batch
+    while any(is_running(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = [pid for pid in workers if is_running(pid)]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert left == []

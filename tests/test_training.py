@@ -179,7 +179,8 @@ def test_the_data_order_does_not_replay_the_random_numbers_of_the_weight_init() 
     assert derive_seed(seed, "data-order") == derive_seed(seed, "data-order") != derive_seed(seed + 1, "data-order")
 
 
-def test_threads_setting_sets_torchs_thread_count(data_dir: Path) -> None:
+def test_threads_setting_sets_torchs_thread_count(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("mlp_cli.devices.available_cores", lambda: 2)  # the same on a machine with 1 core
     reporter = RecordingReporter()
     train(small_config(data_dir, epochs=1, threads=2), Path("run"), reporter)
     assert torch.get_num_threads() == 2 and reporter.events[0][1].threads == 2
