@@ -3,7 +3,7 @@
 No torch here, so the terminal and plotting sides can use these types without importing it.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -39,7 +39,7 @@ class BatchProgress:
     loss: float  # of the latest batch
     # given only with the end of an epoch's training pass: the model's named parameters, live tensors whose .grad
     # holds the epoch's last batch's gradient, for weight and gradient histograms; read them at once, never keep them
-    parameters: dict[str, Any] | None = None
+    parameters: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
