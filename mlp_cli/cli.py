@@ -161,6 +161,12 @@ def train_command(
     dist_timeout: Annotated[float | None, typer.Option(
         help="Under torchrun: seconds a process waits for the others before the job fails.",
         show_default=default("dist_timeout"))] = None,
+    tensorboard: Annotated[bool | None, typer.Option(
+        "--tensorboard/--no-tensorboard", help="Also write TensorBoard event files into RUN/tb (see mlp board).",
+        show_default=default("tensorboard"))] = None,
+    tb_histograms: Annotated[int | None, typer.Option(
+        help="With --tensorboard: weight and gradient histograms every N epochs; 0 writes none.",
+        show_default=default("tb_histograms"))] = None,
     data_dir: DataDirOption = None,
     config: Annotated[Path | None, typer.Option(
         "--config", help="TOML file of settings (see configs/); flags given here override it.")] = None,
@@ -186,6 +192,7 @@ def train_command(
         "report_every": report_every, "train_metrics": train_metrics,
         "device": device, "threads": threads, "precision": precision, "backend": backend,
         "dist_timeout": dist_timeout, "data_dir": str(data_dir) if data_dir else None,
+        "tensorboard": tensorboard, "tb_histograms": tb_histograms,
     }
     if is_torchrun_worker():
         from mlp_cli.launch import exit_with_launcher
@@ -212,13 +219,15 @@ def train_command(
     from mlp_cli.reporting import RichReporter
     from mlp_cli.runs import METRICS_FILE
     from mlp_cli.signals import STOP_SIGNALS, stop_on_signals
+    from mlp_cli.tensorboard import TensorBoardReporter
     from mlp_cli.training import resume_run, train
 
     is_main = torchrun_rank() == 0  # under torchrun only rank 0 shows progress and the result
     progress_console = Console(stderr=True, highlight=False, quiet=quiet or not is_main)
     try:
-        with stop_on_signals() as stop, RichReporter(progress_console) as terminal, CurvesReporter() as curves:
-            reporter = ReporterGroup(terminal, curves) if is_main else NULL_REPORTER
+        with (stop_on_signals() as stop, RichReporter(progress_console) as terminal, CurvesReporter() as curves,
+              TensorBoardReporter() as board):
+            reporter = ReporterGroup(terminal, curves, board) if is_main else NULL_REPORTER
             if resume is None:
                 result = train(settings, out, reporter, stop, overwrite)
             else:
@@ -334,7 +343,8 @@ def plot_activation_command(
 @app.command("predict")
 @reports_errors
 def predict_command(
-    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint, e.g. runs/NAME/best.pt.")],
+    checkpoint: Annotated[Path, typer.Argument(
+        help="A checkpoint, e.g. runs/NAME/best.pt, or a model.onnx from mlp export (runs without torch).")],
     images: Annotated[list[Path], typer.Argument(
         help="Image files (PNG, JPEG, BMP, GIF, WebP), or folders: every image in them, by name.")],
     top_k: Annotated[int, typer.Option("--top-k", help="How many classes to show per image.")] = 3,
@@ -352,7 +362,12 @@ def predict_command(
 
     Example: mlp predict runs/NAME/best.pt shoe.png shirt.jpg --top-k 2
     """
-    from mlp_cli.predict import light_border_hint, predict_images
+    from mlp_cli.images import light_border_hint
+
+    if checkpoint.suffix == ".onnx":
+        from mlp_cli.onnx_predict import predict_onnx_images as predict_images
+    else:
+        from mlp_cli.predict import predict_images
 
     predictions = predict_images(checkpoint, images, top_k, invert, save_input)
     for failed in (prediction for prediction in predictions if prediction.error):
@@ -499,6 +514,52 @@ def data_preview_command(
     images, labels = data.split(split)
     plot_image_grid(images[:count], [data.class_names[label] for label in labels[:count].tolist()], out)
     stdout.print(f"wrote {out}", markup=False, soft_wrap=True)
+
+
+@app.command("board")
+@reports_errors
+def board_command(
+    folder: Annotated[Path, typer.Argument(help="The folder that holds run folders.")] = Path("runs"),
+    port: Annotated[int | None, typer.Option(
+        help="Port to serve on; 0 takes any free one.", show_default="6006, or the next free port")] = None,
+) -> None:
+    """Start TensorBoard on the runs trained with --tensorboard, on this machine only (127.0.0.1); Ctrl-C stops it.
+
+    Example: mlp board runs --port 6007
+    """
+    import threading
+
+    from mlp_cli.tensorboard import start_board
+
+    url = start_board(folder, port)
+    stdout.print(f"TensorBoard for {folder} at {url} (Ctrl-C stops it)", markup=False, soft_wrap=True)
+    stdout.file.flush()  # the URL is what a script or a person waits for
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
+@app.command("export")
+@reports_errors
+def export_command(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint, e.g. runs/NAME/best.pt.")],
+    out: Annotated[Path, typer.Option(help="The .onnx file to write.")] = Path("model.onnx"),
+    probabilities: Annotated[bool, typer.Option(
+        "--probabilities", help="End the model with a softmax: output class probabilities, not logits.")] = False,
+) -> None:
+    """Export a trained model to ONNX, for onnxruntime and other runtimes: any batch size, metadata included.
+
+    Input "images": float32 (batch, 1, 28, 28), gray level / 255, light object on a dark background. The
+    metadata holds the class names, input size and pixel scaling; `mlp predict model.onnx IMAGE` uses them.
+
+    Example: mlp export runs/NAME/best.pt --out model.onnx
+    """
+    from mlp_cli.export import export_onnx
+
+    metadata = export_onnx(checkpoint, out, probabilities)
+    stdout.print(f"wrote {out} (output: {metadata['output']}; input: images, float32 batch x "
+                 f"{'x'.join(map(str, json.loads(metadata['input_size'])))}, gray / 255)", markup=False, soft_wrap=True)
 
 
 def use_passive_openmp_threads() -> None:

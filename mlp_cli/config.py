@@ -59,6 +59,8 @@ class Config:
     precision: str = "fp32"  # bf16 runs the forward pass under autocast: faster on some hardware, less exact
     backend: str = "auto"  # under torchrun: gloo (CPU) or nccl (CUDA); auto picks by device
     dist_timeout: float = 300.0  # seconds a process waits for the others under torchrun before giving up
+    tensorboard: bool = False  # also write TensorBoard event files into RUN/tb (mlp board shows them)
+    tb_histograms: int = 0  # with tensorboard: weight and gradient histograms every N epochs; 0 writes none
 
 
 FIELD_TYPES: dict[str, Any] = typing.get_type_hints(Config)
@@ -92,6 +94,8 @@ RANGE_CHECKS: dict[str, typing.Callable[[Any], str | None]] = {
     "precision": lambda v: None if v in PRECISIONS else f"one of {', '.join(PRECISIONS)}",
     "backend": lambda v: None if v in BACKENDS else f"one of {', '.join(BACKENDS)}",
     "dist_timeout": lambda v: None if math.isfinite(v) and v > 0 else "a number of seconds > 0",
+    "tensorboard": lambda v: None,
+    "tb_histograms": lambda v: None if v >= 0 else "an integer >= 0 (0 writes no histograms)",
 }
 
 

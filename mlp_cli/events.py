@@ -3,7 +3,7 @@
 No torch here, so the terminal and plotting sides can use these types without importing it.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -38,6 +38,9 @@ class BatchProgress:
     epoch: int
     samples_done: int  # in this epoch
     loss: float  # of the latest batch
+    # given only with the end of an epoch's training pass: the model's named parameters, live tensors whose .grad
+    # holds the epoch's last batch's gradient, for weight and gradient histograms; read them at once, never keep them
+    parameters: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class EpochMetrics:
     train_eval_accuracy: float | None = None
     val_loss: float | None = None  # the held-out validation split, with val_size
     val_accuracy: float | None = None
+    lr: float | None = None  # the learning rate the epoch trained with (None in runs from before it was recorded)
 
 
 @dataclass(frozen=True)

@@ -1,124 +1,14 @@
-"""Classify the user's own images with a trained checkpoint, prepared the way the data set's images are."""
+"""Classify the user's own images with a trained checkpoint (images prepared by mlp_cli.images)."""
 
 import math
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 from mlp_cli.checkpoint import load_checkpoint, restore_model
-from mlp_cli.data import PIXEL_MAX
 from mlp_cli.errors import MlpError
-
-if TYPE_CHECKING:
-    from PIL.Image import Image
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")  # what a folder argument is searched for
-# 64 megapixels: above a 48-megapixel phone photo, far below what a crafted 400-kilobyte PNG can claim
-# (20000 x 20000) and would cost gigabytes to decode
-MAX_IMAGE_PIXELS = 2**26
-SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # PIL's modes for 16-bit (and 32-bit) gray
-SIXTEEN_TO_EIGHT_BITS = 257  # 65535 / 255: 16-bit white is 8-bit white
-BORDER_PIXELS = 2  # the frame of the model's input that is inspected for a light background
-LIGHT_LEVEL = 0.5  # a pixel above this (in [0, 1]) counts as light
-LIGHT_BORDER_SHARE = 0.5  # a border with more light pixels than this is "mostly light"
-
-
-@dataclass(frozen=True)
-class Prediction:
-    image: str
-    classes: list[str]  # the top k, most probable first
-    probabilities: list[float]
-    error: str | None = None  # set, and the lists empty, when the image could not be read
-    has_light_border: bool = False  # the input the model saw looks like a dark object on a light background
-    saved_input: str | None = None  # where --save-input wrote the image the model saw
-
-
-def load_image(path: Path, side: int, invert: bool) -> torch.Tensor:
-    """A (1, side, side) float image in [0, 1]: grayscale, resized with antialiasing, optionally inverted.
-
-    Fashion-MNIST and MNIST show a light object on a dark background; a photo of a dark object on a light
-    background needs invert=True. The pixel count is checked from the header before anything is decoded.
-
-    Raises:
-        MlpError: the file cannot be read as an image, or it has more than MAX_IMAGE_PIXELS pixels.
-    """
-    from PIL import Image, UnidentifiedImageError  # installed with torchvision
-
-    try:
-        with warnings.catch_warnings():
-            # PIL only warns between its own limit and twice that; a warning here is an error
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                width, height = image.size
-                if width * height > MAX_IMAGE_PIXELS:
-                    raise MlpError(f"{path}: {width} x {height} pixels is too large to read "
-                                   f"(at most {MAX_IMAGE_PIXELS:,} pixels); scale the image down first")
-                gray = to_eight_bit_gray(image).resize((side, side), Image.Resampling.LANCZOS)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise MlpError(f"{path}: too large to read ({err})") from err
-    except (OSError, UnidentifiedImageError, ValueError) as err:
-        raise MlpError(f"{path}: cannot read the image ({err})") from err
-    pixels = torch.frombuffer(bytearray(gray.tobytes()), dtype=torch.uint8).reshape(1, side, side)
-    images = pixels.float().div_(PIXEL_MAX)
-    return 1 - images if invert else images
-
-
-def to_eight_bit_gray(image: "Image") -> "Image":
-    """image in PIL's 8-bit gray mode "L"; 16-bit gray is scaled (white stays white), where PIL would clip at 255."""
-    if image.mode not in SIXTEEN_BIT_MODES:
-        return image.convert("L")
-    import numpy  # comes with torch and PIL
-    from PIL import Image
-
-    values = torch.from_numpy(numpy.asarray(image).astype(numpy.int64))
-    eight_bit = values.clamp(0, 2**16 - 1).double().div(SIXTEEN_TO_EIGHT_BITS).round().to(torch.uint8)
-    return Image.fromarray(eight_bit.numpy(), mode="L")
-
-
-def has_light_border(image: torch.Tensor) -> bool:
-    """Whether most of the outer frame of a (1, side, side) image in [0, 1] is light: a light background."""
-    frame = torch.ones_like(image, dtype=torch.bool)
-    frame[:, BORDER_PIXELS:-BORDER_PIXELS, BORDER_PIXELS:-BORDER_PIXELS] = False
-    return (image[frame] > LIGHT_LEVEL).float().mean().item() > LIGHT_BORDER_SHARE
-
-
-def save_image(image: torch.Tensor, path: Path) -> None:
-    """Write a (1, side, side) image in [0, 1] as an 8-bit gray PNG, exactly as the model saw it."""
-    from PIL import Image
-
-    pixels = image[0].mul(PIXEL_MAX).round().to(torch.uint8).numpy()
-    Image.fromarray(pixels, mode="L").save(path, format="PNG")
-
-
-def expand_image_paths(paths: list[Path]) -> list[Path]:
-    """paths with every folder replaced by its image files (IMAGE_SUFFIXES, any case), sorted by name.
-
-    A folder without images stays as it is, so that it gets its own error line.
-    """
-    expanded = []
-    for path in paths:
-        found = sorted(item for item in path.iterdir()
-                       if item.is_file() and item.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else []
-        expanded += found or [path]
-    return expanded
-
-
-def light_border_hint(predictions: list[Prediction], invert: bool) -> str | None:
-    """One sentence for the images that look like dark objects on a light background, or None if there are none."""
-    light = [prediction.image for prediction in predictions if prediction.has_light_border]
-    if not light:
-        return None
-    if len(light) == 1:
-        which = f"{light[0]} is"
-    else:
-        which = f"{'the' if len(light) == len(predictions) else f'{len(light)} of'} {len(predictions)} images are"
-    advice = ("--invert made them so: try without it" if invert
-              else "pass --invert for a dark object on a light background")
-    return (f"{which} mostly light around the edge, but the model expects a light object on a dark "
-            f"background (as in its data set); {advice}")
+from mlp_cli.images import Prediction, classify_images
 
 
 def predict_images(checkpoint_path: Path, image_paths: list[Path], top_k: int, invert: bool,
@@ -133,45 +23,13 @@ def predict_images(checkpoint_path: Path, image_paths: list[Path], top_k: int, i
     """
     checkpoint = load_checkpoint(checkpoint_path)
     _, model = restore_model(checkpoint, checkpoint_path)
-    names = checkpoint["model"]["class_names"]
     side = math.isqrt(checkpoint["model"]["num_inputs"])
     if side * side != checkpoint["model"]["num_inputs"]:
         raise MlpError(f"{checkpoint_path}: the model does not take square images")
-    if not 1 <= top_k <= len(names):
-        raise MlpError(f"--top-k {top_k}: expected 1 to {len(names)}")
     model.eval()
-    predictions, saved_names = [], set()
-    for path in expand_image_paths(image_paths):
-        try:
-            if path.is_dir():
-                raise MlpError(f"{path}: no images in this folder (looked for {', '.join(IMAGE_SUFFIXES)})")
-            image = load_image(path, side, invert)
-        except MlpError as err:
-            predictions.append(Prediction(str(path), [], [], error=str(err)))
-            continue
-        saved = None if save_dir is None else save_model_input(image, save_dir, path, saved_names)
+
+    def classify(image: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            probabilities = torch.softmax(model(image.unsqueeze(0)), dim=1)[0]
-        top = torch.topk(probabilities, top_k)
-        predictions.append(Prediction(str(path), [names[i] for i in top.indices.tolist()], top.values.tolist(),
-                                      has_light_border=has_light_border(image), saved_input=saved))
-    return predictions
+            return torch.softmax(model(torch.from_numpy(image).unsqueeze(0)), dim=1)[0].numpy()
 
-
-def save_model_input(image: torch.Tensor, save_dir: Path, source: Path, taken: set[str]) -> str:
-    """Write image into save_dir as SOURCE-NAME.png (-2, -3... when two inputs share a name); its path.
-
-    Raises:
-        MlpError: the folder cannot be created or written.
-    """
-    name, number = f"{source.stem}.png", 1
-    while name in taken:
-        number += 1
-        name = f"{source.stem}-{number}.png"
-    taken.add(name)
-    try:
-        save_dir.mkdir(parents=True, exist_ok=True)
-        save_image(image, save_dir / name)
-    except OSError as err:
-        raise MlpError(f"--save-input {save_dir}: cannot write {name} ({err.strerror or err})") from err
-    return str(save_dir / name)
+    return classify_images(classify, checkpoint["model"]["class_names"], side, image_paths, top_k, invert, save_dir)

@@ -296,7 +296,8 @@ def fit(model: nn.Module, data: DataModule, config: Config, run_dir: Path, repor
         progress = progress.summed(ranks)
         check_finite(progress.loss_sum, f"in epoch {epoch} (detected at batch {progress.batches_done})", config,
                      last_good)
-        reporter.on_batch(BatchProgress(epoch, progress.samples_done, progress.loss_sum.item() / progress.samples_done))
+        reporter.on_batch(BatchProgress(epoch, progress.samples_done, progress.loss_sum.item() / progress.samples_done,
+                                        dict(model.named_parameters())))
         history.append(measure_epoch(model, data, config, epoch, progress, last_good, ranks))
         ranks.on_main(functools.partial(write_metrics, run_dir, history))
         reporter.on_epoch(history[-1])
@@ -341,7 +342,8 @@ def measure_epoch(model: nn.Module, data: DataModule, config: Config, epoch: int
     """The epoch's metrics row: running train averages (progress: summed over the ranks) always; the test split
     (and with train_metrics, the whole train split) evaluated every report_every epochs and after the last."""
     row = EpochMetrics(epoch, progress.loss_sum.item() / progress.samples_done,
-                       progress.correct.item() / progress.samples_done, seconds=progress.seconds)
+                       progress.correct.item() / progress.samples_done, seconds=progress.seconds,
+                       lr=learning_rate(config, epoch))
     if epoch % config.report_every and epoch != config.epochs:
         return row
     if config.val_size:
@@ -428,7 +430,8 @@ def train(config: Config, out: Path | None = None, reporter: Reporter = NULL_REP
         return fit(model, data, config, run_dir, reporter, FRESH_RUN, stop, ranks)
 
 
-RESUMABLE_CHANGES = ("epochs", "device", "threads", "data_dir", "backend", "dist_timeout")
+RESUMABLE_CHANGES = ("epochs", "device", "threads", "data_dir", "backend", "dist_timeout", "tensorboard",
+                     "tb_histograms")
 
 
 def resumed_config(saved: Config, overrides: dict[str, Any], path: Path) -> Config:

@@ -28,6 +28,12 @@ def test_d2l_config_files_reproduce_the_book_setup_for_each_impl(impl: str) -> N
     assert config == Config(impl=impl)
 
 
+def test_flux_scratch_config_is_the_book_model_on_mnist_with_plain_sgd() -> None:
+    config = load_config(CONFIGS / "flux-scratch-mnist.toml")
+    assert config == Config(impl="scratch", dataset="mnist", hidden=(256,), activation="relu", optimizer="sgd",
+                            lr=0.1, batch_size=256, epochs=10)
+
+
 def test_every_config_in_configs_folder_loads() -> None:
     paths = sorted(CONFIGS.glob("*.toml"))
     assert len(paths) >= 2

@@ -49,7 +49,7 @@ def test_a_run_folder_holds_config_metrics_and_last_and_best_checkpoints(data_di
     rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [row["epoch"] for row in rows] == [1, 2, 3]
     assert set(rows[0]) == {"epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "seconds",
-                            "train_eval_loss", "train_eval_accuracy", "val_loss", "val_accuracy"}
+                            "train_eval_loss", "train_eval_accuracy", "val_loss", "val_accuracy", "lr"}
     assert load_checkpoint(result.run_dir / "last.pt")["epoch"] == 3
     best_epoch = max(rows, key=lambda row: row["test_accuracy"])["epoch"]
     assert load_checkpoint(result.run_dir / "best.pt")["epoch"] == best_epoch == result.best_epoch
