@@ -31,6 +31,11 @@ EXPORTS = {
 __all__ = list(EXPORTS)
 
 
+def __dir__() -> list[str]:
+    """The module's names with the lazy exports, so that tab completion in a notebook offers them."""
+    return sorted({*globals(), *EXPORTS})
+
+
 def __getattr__(name: str) -> Any:
     if name not in EXPORTS:
         raise AttributeError(f"module 'mlp_cli' has no attribute {name!r}")
