@@ -169,7 +169,8 @@ def text_panel(title: str, x: torch.Tensor, curves: list[torch.Tensor], legend: 
     if high - low < FLAT_CURVE_SPAN:  # a constant (identity's gradient): a range around it
         low, high = low - 1, high + 1
     step = tick_step(low, high)
-    low, high = math.floor(low / step + 1e-9) * step, math.ceil(high / step - 1e-9) * step  # a label on the top and bottom rows
+    # widened to multiples of the step: the top and bottom rows get labels too
+    low, high = math.floor(low / step + 1e-9) * step, math.ceil(high / step - 1e-9) * step
     # without colour, several curves are told apart by their ASCII symbols (one row per character)
     character_set = "block" if color or legend is None else "ascii"
     text = plot_to_string([curve.tolist() for curve in curves], [x.tolist()] * len(curves), title=title,

@@ -80,8 +80,8 @@ def test_every_activation_and_gradient_is_labelled_where_its_curve_has_that_valu
 
 
 def test_the_sigmoid_plot_from_the_issue_has_1_at_the_top_and_0_at_the_bottom() -> None:
-    x, y, grad = sample_activation("sigmoid", -6.0, 6.0, X_STEP)
-    rows, labels, _ = panels(activation_text_plot(["sigmoid"], x, [y], None, color=False))[0]
+    x, y, _ = sample_activation("sigmoid", -6.0, 6.0, X_STEP)
+    _, labels, _ = panels(activation_text_plot(["sigmoid"], x, [y], None, color=False))[0]
     assert labels[0] == "1" and labels[-1] == "0" and "0.5" in labels
 
 

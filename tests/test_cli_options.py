@@ -181,3 +181,14 @@ def test_one_list_of_names_in_the_config_module_every_builder_covers() -> None:
         spreads.add(round(build_model("concise", 784, (256,), 10, 0.01, "relu", 0.0, init).state_dict()[
             "1.weight"].std().item(), 3))
     assert len(spreads) == len(settings.INITS)  # no init name falls back to another's
+
+
+def test_train_from_the_package_shows_progress_unless_asked_not_to(data_dir: Path, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    config = Config(data_dir=str(data_dir), hidden=16, batch_size=8, epochs=2, device="cpu", threads=1)
+    result = mlp_cli.train(config, tmp_path / "shown")
+    shown = capsys.readouterr().err
+    assert "training scratch MLP" in shown and "epoch 1/2: train loss" in shown and "epoch 2/2" in shown
+    assert result.history[-1].epoch == 2
+    mlp_cli.train(config, tmp_path / "quiet", progress=False)
+    assert capsys.readouterr().err == ""

@@ -41,7 +41,8 @@ def test_a_log_file_gets_one_plain_line_per_epoch_then_the_table(data_dir: Path)
 def bar_of(reporter: RichReporter) -> str:
     """The progress bar's line as the terminal shows it now."""
     screen = io.StringIO()
-    Console(file=screen, width=150, color_system=None).print(reporter.progress.make_tasks_table(reporter.progress.tasks))
+    bar = reporter.progress.make_tasks_table(reporter.progress.tasks)
+    Console(file=screen, width=150, color_system=None).print(bar)
     return screen.getvalue()
 
 
