@@ -156,7 +156,7 @@ def default(name: str) -> str:
 def with_default(text: str, setting: str) -> str:
     """Help text ending in the setting's Config default, as typer shows a default (the option's own default is
     None, "not given", so that a config file can set it)."""
-    return rf"{text} \[default: {default(setting)}]"  # \[: a literal bracket in rich markup
+    return rf"{text} [dim]\[default: {default(setting)}][/dim]"  # dim like typer's own; \[ is a literal [
 
 
 def parse_choice(names: Sequence[str]) -> Callable[[str], str]:
@@ -216,7 +216,7 @@ MODEL, DATA, OPTIMISATION, EVALUATION, RUN, PARALLEL = (
 @reports_errors
 def train_command(
     impl: Annotated[Impl | None, choice_option(
-        IMPLS, "Model: scratch (the book's equations, by hand) or concise (nn.Sequential).", "impl",
+        IMPLS, "The model's code (scratch: the book's equations, by hand; concise: nn.Sequential).", "impl",
         panel=MODEL)] = None,
     dataset: Annotated[Dataset | None, choice_option(DATASETS, "Data set.", "dataset", panel=DATA)] = None,
     hidden: Annotated[str | None, typer.Option(
