@@ -93,6 +93,14 @@ def test_data_dir_comes_from_the_environment_too(data_dir: Path, monkeypatch: py
 @pytest.mark.parametrize(("flags", "fragments"), [
     (["--impl", "numpy"], ["--impl", "'numpy'", "scratch, concise"]),
     (["--dataset", "cifar10"], ["--dataset", "fashion-mnist, mnist"]),
+])
+def test_unknown_names_are_usage_errors_listing_the_known_ones(data_dir: Path, flags: list[str],
+                                                               fragments: list[str]) -> None:
+    assert_usage_error(invoke("train", "--data-dir", data_dir, *flags), *fragments)
+    assert not Path("runs").exists()
+
+
+@pytest.mark.parametrize(("flags", "fragments"), [
     (["--lr", "0"], ["--lr", "0.0", "> 0"]),
     (["--lr", "-0.5"], ["--lr", "-0.5"]),
     (["--epochs", "0"], ["--epochs", ">= 1"]),
