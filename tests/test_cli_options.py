@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import typer.main
 from typer.testing import CliRunner
 
 import mlp_cli
@@ -91,12 +92,20 @@ def test_the_shell_completes_choices_through_the_installed_script() -> None:
     assert completions("data", "info", "--dataset", "") == list(settings.DATASETS)
 
 
-HELP_SCREENS = [[], ["train"], ["eval"], ["plot-activation"], ["predict"], ["runs"], ["plot-curves"], ["data"],
-                ["data", "info"], ["data", "preview"]]
+def command_paths(group: object, path: tuple[str, ...] = ()) -> list[list[str]]:
+    """Every command and group of the app, as the words that name it: a command added later is checked too."""
+    found = [list(path)]
+    for name, command in getattr(group, "commands", {}).items():
+        found += command_paths(command, (*path, name))
+    return found
+
+
+HELP_SCREENS = command_paths(typer.main.get_command(app))
 
 
 @pytest.mark.parametrize("command", HELP_SCREENS)
 def test_help_shows_plain_metavars_and_defaults(command: list[str]) -> None:
+    assert len(HELP_SCREENS) >= 10
     shown = runner.invoke(app, [*command, "--help"]).stdout
     for typer_internal in ("<str>", "<bool>", "<int>", "<float>", "<path>", "<list[", "{", "[default: ("):
         assert typer_internal not in shown, (command, typer_internal)
