@@ -2,7 +2,7 @@
 
 In a notebook:
     from mlp_cli import Config, train
-    result = train(Config(impl="concise", epochs=3))
+    result = train(Config(impl="concise", epochs=3))  # shows its progress; progress=False for none
 
 The names below are imported on first use, so that `mlp --help` does not pay for importing torch.
 """
@@ -21,7 +21,7 @@ EXPORTS = {
     "build_model": "mlp_cli.models",
     "MLPScratch": "mlp_cli.models",
     "MLPConcise": "mlp_cli.models",
-    "train": "mlp_cli.training",
+    "train": "mlp_cli.notebook",  # with progress shown; mlp_cli.training.train takes any Reporter
     "fit": "mlp_cli.training",
     "resume_run": "mlp_cli.training",
     "evaluate": "mlp_cli.training",
@@ -29,6 +29,11 @@ EXPORTS = {
     "load_checkpoint": "mlp_cli.checkpoint",
 }
 __all__ = list(EXPORTS)
+
+
+def __dir__() -> list[str]:
+    """The module's names with the lazy exports, so that tab completion in a notebook offers them."""
+    return sorted({*globals(), *EXPORTS})
 
 
 def __getattr__(name: str) -> Any:

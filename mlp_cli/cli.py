@@ -8,7 +8,7 @@ import functools
 import json
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,15 +17,77 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
+from typer.core import TyperCommand, TyperGroup
 
-from mlp_cli.config import ACTIVATIONS, DATASETS, IMPLS, OPTIMIZERS, Config, load_config
+from mlp_cli.config import (
+    ACTIVATIONS,
+    AUGMENTATIONS,
+    BACKENDS,
+    DATASETS,
+    DEVICE_KINDS,
+    IMPLS,
+    INITS,
+    OPTIMIZERS,
+    PRECISIONS,
+    RESUMABLE_CHANGES,
+    SCHEDULES,
+    SPLITS,
+    Activation,
+    Backend,
+    Config,
+    Dataset,
+    Impl,
+    Init,
+    Optimizer,
+    Precision,
+    Schedule,
+    Split,
+    expected_name,
+    load_config,
+)
 from mlp_cli.errors import MlpError
 
 DEFAULTS = Config()
 X_START, X_STOP, X_STEP = -8.0, 8.0, 0.1  # D2L 5.1.2: x = -8.0, -7.9, ..., 7.9
 
+
+def with_plain_types(params: list[Any]) -> list[Any]:
+    """The params, set to show a plain metavar in --help: none for an on/off flag (--help too) and the metavar
+    for an argument, where typer 0.29 shows `<bool>`, `<path>` or `<list[Path]>`."""
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+        if param.param_type_name == "argument":
+            param.display_type_rich = lambda ctx: None  # the name column shows the metavar already
+    return params
+
+
+class PlainFlagsCommand(TyperCommand):
+    """A command whose --help shows plain metavars (with_plain_types), and a usage line without braces."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return with_plain_types(super().get_params(ctx))
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        """[OPTIONS] and each argument's metavar, in brackets when optional (typer 0.29 writes `{name}`)."""
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                name = param.metavar or param.name.upper()
+                pieces.append(name if param.required else f"[{name}]")
+        return pieces
+
+
+class PlainFlagsGroup(TyperGroup):
+    """A group (mlp, mlp data) whose --help shows no `<bool>` beside its flags."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return with_plain_types(super().get_params(ctx))
+
+
 app = typer.Typer(
     name="mlp",
+    cls=PlainFlagsGroup,
     add_completion=True,
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
@@ -87,96 +149,176 @@ def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 def default(name: str) -> str:
     """A Config default as --help shows it, computed so that it never goes stale."""
     value = getattr(DEFAULTS, name)
+    if isinstance(value, bool):
+        return f"--{'' if value else 'no-'}{name.replace('_', '-')}"
     return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
-DataDirOption = Annotated[Path | None, typer.Option(
-    "--data-dir", envvar="MLP_DATA_DIR",
-    help="Folder with the four IDX files (.gz or raw). Default: the cache, then system folders such as "
-         "/usr/share/datasets/fashion-mnist, then a torchvision download.")]
+def with_default(text: str, setting: str) -> str:
+    """Help text ending in the setting's Config default, as typer shows a default (the option's own default is
+    None, "not given", so that a config file can set it)."""
+    return rf"{text} [dim]\[default: {default(setting)}][/dim]"  # dim like typer's own; \[ is a literal [
 
 
-@app.command("train")
+def parse_choice(names: Sequence[str]) -> Callable[[str], str]:
+    """A parser that accepts one of names; anything else is a usage error (exit 2) naming them all and the
+    nearest one, the message a config file gets for the same mistake."""
+
+    def parse(value: str) -> str:
+        problem = expected_name(value, names)
+        if problem:
+            raise typer.BadParameter(f"{value!r} is not allowed, expected {problem}")
+        return value
+
+    return parse
+
+
+def choice_option(names: Sequence[str], text: str, setting: str | None = None, *, panel: str | None = None) -> Any:
+    """The typer.Option of a name from a fixed list: its type is the list's Literal (shell completion completes
+    it), --help lists the names, and a typo gets a did-you-mean."""
+    text = f"{text} Choices: {', '.join(names)}."
+    return typer.Option(metavar="NAME", help=with_default(text, setting) if setting else text,
+                        parser=parse_choice(names), rich_help_panel=panel)
+
+
+def complete_names(names: Sequence[str], separator: str = ",") -> Callable[[str], list[str]]:
+    """Shell completion of one name, or of the last of a comma-separated list without repeating one."""
+
+    def complete(incomplete: str) -> list[str]:
+        done, _, last = incomplete.rpartition(separator) if separator else ("", "", incomplete)
+        given = done.split(separator) if done else []
+        return [separator.join([*given, name]) for name in names if name.startswith(last) and name not in given]
+
+    return complete
+
+
+def complete_devices(incomplete: str) -> list[str]:
+    """Shell completion of --device: its kinds (cuda:N is typed by hand)."""
+    return [kind for kind in DEVICE_KINDS if kind.startswith(incomplete)]
+
+
+def data_dir_option(panel: str | None = None) -> Any:
+    """The --data-dir option, the same in every command that reads the data set."""
+    return typer.Option(
+        "--data-dir", envvar="MLP_DATA_DIR", metavar="PATH", rich_help_panel=panel,
+        help="Folder with the four IDX files (.gz or raw). Default: the cache, then system folders such as "
+             "/usr/share/datasets/fashion-mnist, then a torchvision download.")
+
+
+DataDirOption = Annotated[Path | None, data_dir_option()]
+DEVICE_HELP = "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps"
+RESUMABLE_FLAGS = ", ".join(f"--{name.replace('_', '-')}" for name in RESUMABLE_CHANGES)
+# the panels of `mlp train --help`
+MODEL, DATA, OPTIMISATION, EVALUATION, RUN, PARALLEL = (
+    "Model", "Data", "Optimisation", "Evaluation", "Run", "Parallel (DDP)")
+
+
+@app.command("train", cls=PlainFlagsCommand)
 @reports_errors
 def train_command(
-    impl: Annotated[str | None, typer.Option(
-        help=f"Model: {' or '.join(IMPLS)}.", show_default=default("impl"))] = None,
-    dataset: Annotated[str | None, typer.Option(
-        help=f"Data set: {' or '.join(DATASETS)}.", show_default=default("dataset"))] = None,
+    impl: Annotated[Impl | None, choice_option(
+        IMPLS, "The model's code (scratch: the book's equations, by hand; concise: nn.Sequential).", "impl",
+        panel=MODEL)] = None,
+    dataset: Annotated[Dataset | None, choice_option(DATASETS, "Data set.", "dataset", panel=DATA)] = None,
     hidden: Annotated[str | None, typer.Option(
-        help="Hidden layer sizes, e.g. 256 or 256,128.", show_default=default("hidden"))] = None,
-    activation: Annotated[str | None, typer.Option(
-        help=f"Hidden-layer nonlinearity: {', '.join(ACTIVATIONS)}.", show_default=default("activation"))] = None,
+        metavar="SIZES", help=with_default("Hidden layer sizes, e.g. 256 or 256,128.", "hidden"),
+        rich_help_panel=MODEL)] = None,
+    activation: Annotated[Activation | None, choice_option(
+        ACTIVATIONS, "Hidden-layer nonlinearity.", "activation", panel=MODEL)] = None,
     sigma: Annotated[float | None, typer.Option(
-        help="Std of the scratch model's initial weights.", show_default=default("sigma"))] = None,
-    init: Annotated[str | None, typer.Option(
-        help="Weight init: book (each model as in D2L), normal (N(0, sigma^2)), kaiming or xavier.",
-        show_default=default("init"))] = None,
-    optimizer: Annotated[str | None, typer.Option(
-        help=f"{' or '.join(OPTIMIZERS)}.", show_default=default("optimizer"))] = None,
-    lr: Annotated[float | None, typer.Option(help="Learning rate.", show_default=default("lr"))] = None,
+        metavar="FLOAT", help=with_default("Std of the initial weights (scratch, or --init normal).", "sigma"),
+        rich_help_panel=MODEL)] = None,
+    init: Annotated[Init | None, choice_option(
+        INITS, "Weight init (book: each model as in D2L; normal: N(0, sigma^2)).", "init", panel=MODEL)] = None,
+    optimizer: Annotated[Optimizer | None, choice_option(
+        OPTIMIZERS, "Optimizer.", "optimizer", panel=OPTIMISATION)] = None,
+    lr: Annotated[float | None, typer.Option(
+        metavar="FLOAT", help=with_default("Learning rate.", "lr"), rich_help_panel=OPTIMISATION)] = None,
     momentum: Annotated[float | None, typer.Option(
-        help="Momentum of --optimizer momentum.", show_default=default("momentum"))] = None,
+        metavar="FLOAT", help=with_default("Momentum of --optimizer momentum.", "momentum"),
+        rich_help_panel=OPTIMISATION)] = None,
     weight_decay: Annotated[float | None, typer.Option(
-        help="L2 penalty (decoupled for adamw).", show_default=default("weight_decay"))] = None,
-    schedule: Annotated[str | None, typer.Option(
-        help="Learning-rate schedule: none, step or cosine.", show_default=default("schedule"))] = None,
+        metavar="FLOAT", help=with_default("L2 penalty (decoupled for adamw).", "weight_decay"),
+        rich_help_panel=OPTIMISATION)] = None,
+    schedule: Annotated[Schedule | None, choice_option(
+        SCHEDULES, "Learning rate per epoch (step: x0.1 at 50% and 75%; cosine: down to 0).", "schedule",
+        panel=OPTIMISATION)] = None,
     warmup_epochs: Annotated[int | None, typer.Option(
-        help="Epochs of linear learning-rate warm-up.", show_default=default("warmup_epochs"))] = None,
+        metavar="INTEGER", help=with_default("Epochs of linear learning-rate warm-up.", "warmup_epochs"),
+        rich_help_panel=OPTIMISATION)] = None,
     label_smoothing: Annotated[float | None, typer.Option(
-        help="Label smoothing of the training loss.", show_default=default("label_smoothing"))] = None,
+        metavar="FLOAT", help=with_default("Label smoothing of the training loss.", "label_smoothing"),
+        rich_help_panel=OPTIMISATION)] = None,
     augment: Annotated[str | None, typer.Option(
-        help="Training augmentations, comma-separated: shift (up to 2 pixels), flip.")] = None,
+        metavar="NAMES", help=f"Training augmentations, comma-separated: {', '.join(AUGMENTATIONS)} "
+                              "(shift: by up to 2 pixels; flip: left-right).",
+        autocompletion=complete_names(AUGMENTATIONS), rich_help_panel=DATA)] = None,
     dropout: Annotated[float | None, typer.Option(
-        help="Drop each hidden unit with this probability while training.", show_default=default("dropout"))] = None,
+        metavar="FLOAT", help=with_default("Drop each hidden unit with this probability while training.", "dropout"),
+        rich_help_panel=MODEL)] = None,
     batch_size: Annotated[int | None, typer.Option(
-        help="Minibatch size; under torchrun, the total over all processes.",
-        show_default=default("batch_size"))] = None,
+        metavar="INTEGER", help=with_default("Minibatch size; under torchrun, the total over all processes.",
+                                             "batch_size"), rich_help_panel=OPTIMISATION)] = None,
     epochs: Annotated[int | None, typer.Option(
-        help="Passes over the training set.", show_default=default("epochs"))] = None,
+        metavar="INTEGER", help=with_default("Passes over the training set.", "epochs"),
+        rich_help_panel=OPTIMISATION)] = None,
     seed: Annotated[int | None, typer.Option(
-        help="Seed for the initial weights and the data order.", show_default=default("seed"))] = None,
+        metavar="INTEGER", help=with_default("Seed for the initial weights and the data order.", "seed"),
+        rich_help_panel=RUN)] = None,
     device: Annotated[str | None, typer.Option(
-        help="auto, cpu, cuda, cuda:N or mps.", show_default=default("device"))] = None,
+        metavar="DEVICE", help=with_default(f"{DEVICE_HELP}.", "device"), autocompletion=complete_devices,
+        rich_help_panel=RUN)] = None,
     val_size: Annotated[int | None, typer.Option(
-        help="Hold out N training images to choose best.pt; the test split is then evaluated at the end only.",
-        show_default=default("val_size"))] = None,
+        metavar="INTEGER", help=with_default("Hold out N training images to choose best.pt; the test split is "
+                                             "then evaluated at the end only.", "val_size"),
+        rich_help_panel=EVALUATION)] = None,
     report_every: Annotated[int | None, typer.Option(
-        help="Evaluate the test split every N epochs (and after the last).",
-        show_default=default("report_every"))] = None,
+        metavar="INTEGER", help=with_default("Evaluate the test split every N epochs (and after the last).",
+                                             "report_every"), rich_help_panel=EVALUATION)] = None,
     train_metrics: Annotated[bool | None, typer.Option(
-        "--train-metrics/--no-train-metrics", help="Also evaluate the whole train split when reporting.",
-        show_default=default("train_metrics"))] = None,
+        "--train-metrics/--no-train-metrics", help=with_default(
+            "Also evaluate the whole train split when reporting.", "train_metrics"),
+        show_default=False, rich_help_panel=EVALUATION)] = None,
     threads: Annotated[int | None, typer.Option(
-        help="CPU threads for torch; 0 uses every core.", show_default=default("threads"))] = None,
-    precision: Annotated[str | None, typer.Option(
-        help="fp32, or bf16 (autocast; faster on some hardware, less exact).",
-        show_default=default("precision"))] = None,
+        metavar="INTEGER", help=with_default("CPU threads for torch; 0 uses every core.", "threads"),
+        rich_help_panel=RUN)] = None,
+    precision: Annotated[Precision | None, choice_option(
+        PRECISIONS, "Precision of the forward pass (bf16: autocast, faster on some hardware, less exact).",
+        "precision", panel=RUN)] = None,
     nproc_per_node: Annotated[int | None, typer.Option(
+        metavar="INTEGER",
         help="Train with N processes on this machine (DDP), started by torch.distributed.run as "
              "`torchrun --standalone --nproc-per-node N -m mlp_cli train ...` would; --batch-size stays the "
-             "total of one step.", show_default="1, no DDP")] = None,
-    backend: Annotated[str | None, typer.Option(
-        help="Under torchrun: gloo (CPU), nccl (CUDA) or auto.", show_default=default("backend"))] = None,
+             r"total of one step. \[default: 1, no DDP]", rich_help_panel=PARALLEL)] = None,
+    backend: Annotated[Backend | None, choice_option(
+        BACKENDS, "Under torchrun, torch.distributed's backend (auto: nccl on CUDA, else gloo).", "backend",
+        panel=PARALLEL)] = None,
     dist_timeout: Annotated[float | None, typer.Option(
-        help="Under torchrun: seconds a process waits for the others before the job fails.",
-        show_default=default("dist_timeout"))] = None,
+        metavar="SECONDS", help=with_default(
+            "Under torchrun: seconds a process waits for the others before the job fails.", "dist_timeout"),
+        rich_help_panel=PARALLEL)] = None,
     tensorboard: Annotated[bool | None, typer.Option(
-        "--tensorboard/--no-tensorboard", help="Also write TensorBoard event files into RUN/tb (see mlp board).",
-        show_default=default("tensorboard"))] = None,
+        "--tensorboard/--no-tensorboard",
+        help=with_default("Also write TensorBoard event files into RUN/tb (see mlp board).", "tensorboard"),
+        rich_help_panel=RUN)] = None,
     tb_histograms: Annotated[int | None, typer.Option(
-        help="With --tensorboard: weight and gradient histograms every N epochs; 0 writes none.",
-        show_default=default("tb_histograms"))] = None,
-    data_dir: DataDirOption = None,
+        metavar="INTEGER", help=with_default(
+            "With --tensorboard: weight and gradient histograms every N epochs; 0 writes none.", "tb_histograms"),
+        rich_help_panel=RUN)] = None,
+    data_dir: Annotated[Path | None, data_dir_option(panel=DATA)] = None,
     config: Annotated[Path | None, typer.Option(
-        "--config", help="TOML file of settings (see configs/); flags given here override it.")] = None,
+        "--config", metavar="PATH", help="TOML file of settings (see configs/); flags given here override it.",
+        rich_help_panel=RUN)] = None,
     out: Annotated[Path | None, typer.Option(
-        help="Run folder to create (must be new or empty).", show_default="runs/DATE-TIME-IMPL")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Allow --out to name a folder that holds a run: replace it.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display; only the result.")] = False,
+        metavar="PATH", help=r"Run folder to create (must be new or empty). \[default: runs/DATE-TIME-IMPL]",
+        rich_help_panel=RUN)] = None,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Allow --out to name a folder that holds a run: replace it.", rich_help_panel=RUN)] = False,
+    quiet: Annotated[bool, typer.Option(
+        "--quiet", "-q", help="No progress display; only the result.", rich_help_panel=RUN)] = False,
     resume: Annotated[Path | None, typer.Option(
-        help="Continue the run of this checkpoint (runs/NAME/last.pt) exactly where it stopped; "
-             "only --epochs, --device, --threads and --data-dir may change.")] = None,
+        metavar="PATH", help="Continue the run of this checkpoint (runs/NAME/last.pt) exactly where it stopped; "
+                             f"only {RESUMABLE_FLAGS} may change.", rich_help_panel=RUN)] = None,
 ) -> None:
     """Train an MLP and save metrics and checkpoints (last.pt, best.pt) in a new run folder.
 
@@ -260,16 +402,19 @@ def as_arguments(options: dict[str, Any]) -> list[str]:
     return arguments
 
 
-@app.command("eval")
+@app.command("eval", cls=PlainFlagsCommand)
 @reports_errors
 def eval_command(
-    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint from a run folder, e.g. runs/NAME/best.pt.")],
-    split: Annotated[str, typer.Option(help="Which split to evaluate: test or train.")] = "test",
+    checkpoint: Annotated[Path, typer.Argument(
+        metavar="CHECKPOINT", help="A checkpoint from a run folder, e.g. runs/NAME/best.pt.")],
+    split: Annotated[Split, choice_option(SPLITS, "Which split to evaluate.")] = "test",
     data_dir: DataDirOption = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
-    confusion: Annotated[Path | None, typer.Option(help="Also write the confusion matrix as a PNG heatmap.")] = None,
+    device: Annotated[str, typer.Option(
+        metavar="DEVICE", help=f"{DEVICE_HELP}.", autocompletion=complete_devices)] = "auto",
+    confusion: Annotated[Path | None, typer.Option(
+        metavar="PATH", help="Also write the confusion matrix as a PNG heatmap.")] = None,
     errors: Annotated[Path | None, typer.Option(
-        help="Also write a grid of misclassified images (true -> predicted) as a PNG.")] = None,
+        metavar="PATH", help="Also write a grid of misclassified images (true -> predicted) as a PNG.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole report as JSON on stdout.")] = False,
 ) -> None:
     """Rebuild a model from its checkpoint alone; report loss, accuracy, per-class accuracy and confusions.
@@ -298,56 +443,61 @@ def eval_command(
         stderr.print(f"wrote {written}", markup=False, soft_wrap=True)
 
 
-@app.command("plot-activation")
+@app.command("plot-activation", cls=PlainFlagsCommand)
 @reports_errors
 def plot_activation_command(
-    name: Annotated[str | None, typer.Argument(
-        help="Activation, e.g. relu, sigmoid or tanh; --list shows them all.", show_default=False)] = None,
+    # list[Literal] is refused by typer 0.29: the names are checked by the parser and completed by the completer
+    names: Annotated[list[str] | None, typer.Argument(
+        metavar="NAME...", parser=parse_choice(ACTIVATIONS), autocompletion=complete_names(ACTIVATIONS, ""),
+        show_default=False,
+        help=f"One or more activations, drawn together. Choices: {', '.join(ACTIVATIONS)}.")] = None,
     out: Annotated[Path | None, typer.Option(
-        help="Write a PNG (or SVG, PDF) here instead of drawing in the terminal.")] = None,
+        metavar="PATH", help="Write a PNG (or SVG, PDF) here instead of drawing in the terminal.")] = None,
     grad: Annotated[bool, typer.Option("--grad/--no-grad", help="Also plot the gradient, by autograd.")] = True,
     x_range: Annotated[tuple[float, float], typer.Option(
-        "--range", help="The x range, start and stop, e.g. --range -4 4.")] = (X_START, X_STOP),
+        "--range", metavar="START STOP", help="The x range, e.g. --range -4 4.")] = (X_START, X_STOP),
     list_names: Annotated[bool, typer.Option("--list", help="List the activations and exit.")] = False,
 ) -> None:
-    """Plot an activation function and its gradient on x = -8.0, -7.9, ..., 7.9 (D2L 5.1.2).
+    """Plot activation functions and their gradients on x = -8.0, -7.9, ..., 7.9 (D2L 5.1.2).
 
     Without --out the plot is drawn in the terminal (with uniplot); with --out it is written as an image.
+    Several names are overlaid, with a legend.
 
-    Example: mlp plot-activation sigmoid --range -6 6 --out sigmoid.png
+    Example: mlp plot-activation relu sigmoid tanh --range -6 6 --out activations.png
     """
-    from mlp_cli.activations import ACTIVATIONS, sample_activation
-
     if list_names:
         stdout.print("\n".join(ACTIVATIONS), markup=False)
         return
-    if name is None:
+    if not names:
         raise MlpError("name an activation, e.g. mlp plot-activation relu (mlp plot-activation --list shows all)")
     if out is not None:
         from mlp_cli.plots import check_image_path
 
         check_image_path(out, "--out")
-    x, y, gradient = sample_activation(name, *x_range, X_STEP)
+    from mlp_cli.activations import sample_activation
+
+    samples = [sample_activation(name, *x_range, X_STEP) for name in names]
+    x, ys, grads = samples[0][0], [sample[1] for sample in samples], [sample[2] for sample in samples]
     if out is None:
         from mlp_cli.plots import activation_text_plot
 
         is_colored = stdout.is_terminal and not stdout.no_color  # NO_COLOR is honoured
-        print(activation_text_plot(name, x, y, gradient if grad else None, color=is_colored))
+        print(activation_text_plot(list(names), x, ys, grads if grad else None, color=is_colored))
         return
     from mlp_cli.plots import plot_activation
 
-    plot_activation(name, x, y, gradient if grad else None, out)
+    plot_activation(list(names), x, ys, grads if grad else None, out)
     stdout.print(f"wrote {out}", markup=False, soft_wrap=True)
 
 
-@app.command("predict")
+@app.command("predict", cls=PlainFlagsCommand)
 @reports_errors
 def predict_command(
-    checkpoint: Annotated[Path, typer.Argument(
-        help="A checkpoint, e.g. runs/NAME/best.pt, or a model.onnx from mlp export (runs without torch).")],
-    images: Annotated[list[Path], typer.Argument(
-        help="Image files (PNG, JPEG, BMP, GIF, WebP), or folders: every image in them, by name.")],
-    top_k: Annotated[int, typer.Option("--top-k", help="How many classes to show per image.")] = 3,
+    checkpoint: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help=(
+        "A checkpoint, e.g. runs/NAME/best.pt, or a model.onnx from mlp export (runs without torch)."))],
+    images: Annotated[list[Path], typer.Argument(metavar="IMAGE...", help=(
+        "Image files (PNG, JPEG, BMP, GIF, WebP), or folders: every image in them, by name."))],
+    top_k: Annotated[int, typer.Option("--top-k", metavar="INTEGER", help="How many classes to show per image.")] = 3,
     invert: Annotated[bool, typer.Option(
         help="Invert gray levels: for a dark object on a light background (Fashion-MNIST and MNIST show "
              "a light object on a dark background).")] = False,
@@ -392,10 +542,10 @@ def predict_command(
         raise typer.Exit(1)
 
 
-@app.command("runs")
+@app.command("runs", cls=PlainFlagsCommand)
 @reports_errors
 def runs_command(
-    folder: Annotated[Path, typer.Argument(help="The folder that holds run folders.")] = Path("runs"),
+    folder: Annotated[Path, typer.Argument(metavar="FOLDER", help="The folder that holds run folders.")] = Path("runs"),
     as_json: Annotated[bool, typer.Option("--json", help="Print the list as JSON on stdout.")] = False,
 ) -> None:
     """List run folders, newest first: epochs done, best test accuracy, and the settings that differ between them.
@@ -417,12 +567,13 @@ def runs_command(
         print("\n".join(runs_plain_lines(runs)))
 
 
-@app.command("plot-curves")
+@app.command("plot-curves", cls=PlainFlagsCommand)
 @reports_errors
 def plot_curves_command(
     run_dirs: Annotated[list[Path], typer.Argument(
-        help="Run folders (runs/NAME), or folders of runs (runs/) to plot every run in them.")],
-    out: Annotated[Path, typer.Option(help="Image file to write (.png, .svg, .pdf, ...).")] = Path("curves.png"),
+        metavar="RUN_DIR...", help="Run folders (runs/NAME), or folders of runs (runs/) to plot every run in them.")],
+    out: Annotated[Path, typer.Option(metavar="PATH", help="Image file to write (.png, .svg, .pdf, ...).")] = Path(
+        "curves.png"),
 ) -> None:
     """Overlay the learning curves of several runs (train/test loss and accuracy per epoch) in one figure.
 
@@ -456,12 +607,12 @@ def plot_curves_command(
 
 
 data_app = typer.Typer(help="Look at the data set: where it was found, its classes, sample images.",
-                       no_args_is_help=True)
+                       cls=PlainFlagsGroup, no_args_is_help=True)
 app.add_typer(data_app, name="data")
-DatasetOption = Annotated[str, typer.Option(help=f"Data set: {' or '.join(DATASETS)}.")]
+DatasetOption = Annotated[Dataset, choice_option(DATASETS, "Data set.")]
 
 
-@data_app.command("info")
+@data_app.command("info", cls=PlainFlagsCommand)
 @reports_errors
 def data_info_command(
     dataset: DatasetOption = DEFAULTS.dataset,
@@ -491,13 +642,13 @@ def data_info_command(
     stdout.print(table)
 
 
-@data_app.command("preview")
+@data_app.command("preview", cls=PlainFlagsCommand)
 @reports_errors
 def data_preview_command(
-    out: Annotated[Path, typer.Option(help="Image file to write.")] = Path("preview.png"),
+    out: Annotated[Path, typer.Option(metavar="PATH", help="Image file to write.")] = Path("preview.png"),
     dataset: DatasetOption = DEFAULTS.dataset,
-    split: Annotated[str, typer.Option(help="train or test.")] = "train",
-    count: Annotated[int, typer.Option(help="How many images, from the start of the split.")] = 24,
+    split: Annotated[Split, choice_option(SPLITS, "Which split.")] = "train",
+    count: Annotated[int, typer.Option(metavar="INTEGER", help="How many images, from the start of the split.")] = 24,
     data_dir: DataDirOption = None,
 ) -> None:
     """Write a labelled grid of the first images of a split (D2L's show_images).
@@ -516,12 +667,14 @@ def data_preview_command(
     stdout.print(f"wrote {out}", markup=False, soft_wrap=True)
 
 
-@app.command("board")
+@app.command("board", cls=PlainFlagsCommand)
 @reports_errors
 def board_command(
-    folder: Annotated[Path, typer.Argument(help="The folder that holds run folders.")] = Path("runs"),
+    folder: Annotated[Path, typer.Argument(metavar="FOLDER", help="The folder that holds run folders.")] = Path(
+        "runs"),
     port: Annotated[int | None, typer.Option(
-        help="Port to serve on; 0 takes any free one.", show_default="6006, or the next free port")] = None,
+        metavar="INTEGER", help=r"Port to serve on; 0 takes any free one. \[default: 6006, or the next free port]",
+        show_default=False)] = None,
 ) -> None:
     """Start TensorBoard on the runs trained with --tensorboard, on this machine only (127.0.0.1); Ctrl-C stops it.
 
@@ -540,11 +693,11 @@ def board_command(
         raise typer.Exit(0) from None
 
 
-@app.command("export")
+@app.command("export", cls=PlainFlagsCommand)
 @reports_errors
 def export_command(
-    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint, e.g. runs/NAME/best.pt.")],
-    out: Annotated[Path, typer.Option(help="The .onnx file to write.")] = Path("model.onnx"),
+    checkpoint: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="A checkpoint, e.g. runs/NAME/best.pt.")],
+    out: Annotated[Path, typer.Option(metavar="PATH", help="The .onnx file to write.")] = Path("model.onnx"),
     probabilities: Annotated[bool, typer.Option(
         "--probabilities", help="End the model with a softmax: output class probabilities, not logits.")] = False,
 ) -> None:

@@ -1,29 +1,47 @@
 """Every setting of a training run in one frozen dataclass: defaults < TOML file < command-line flags."""
 
 import dataclasses
+import difflib
 import json
 import math
 import re
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from mlp_cli.errors import ConfigError
 
-IMPLS = ("scratch", "concise")
-DATASETS = ("fashion-mnist", "mnist")
-PRECISIONS = ("fp32", "bf16")
+# Each list of names is written once, here, as a Literal: the CLI declares its choices with the Literal (so
+# --help, shell completion and typo messages follow it), the library checks and builds from the tuple.
+Impl = Literal["scratch", "concise"]
+Dataset = Literal["fashion-mnist", "mnist"]
+Precision = Literal["fp32", "bf16"]
 # hidden-layer nonlinearities both models implement (scratch by hand, concise with torch's modules)
-ACTIVATIONS = ("relu", "sigmoid", "tanh", "identity", "leaky-relu", "elu", "gelu", "silu", "softplus")
-OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
-SCHEDULES = ("none", "step", "cosine")
-AUGMENTATIONS = ("shift", "flip")
-INITS = ("book", "normal", "kaiming", "xavier")
-BACKENDS = ("auto", "gloo", "nccl")  # of torch.distributed under torchrun; auto: nccl on CUDA, else gloo
+Activation = Literal["relu", "sigmoid", "tanh", "identity", "leaky-relu", "elu", "gelu", "silu", "softplus"]
+Optimizer = Literal["sgd", "momentum", "adam", "adamw"]
+Schedule = Literal["none", "step", "cosine"]
+Augmentation = Literal["shift", "flip"]
+Init = Literal["book", "normal", "kaiming", "xavier"]
+Backend = Literal["auto", "gloo", "nccl"]  # of torch.distributed under torchrun; auto: nccl on CUDA, else gloo
+Split = Literal["train", "test"]  # the data sets' own splits (a validation split is cut from train)
+IMPLS: tuple[str, ...] = typing.get_args(Impl)
+DATASETS: tuple[str, ...] = typing.get_args(Dataset)
+PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
+ACTIVATIONS: tuple[str, ...] = typing.get_args(Activation)
+OPTIMIZERS: tuple[str, ...] = typing.get_args(Optimizer)
+SCHEDULES: tuple[str, ...] = typing.get_args(Schedule)
+AUGMENTATIONS: tuple[str, ...] = typing.get_args(Augmentation)
+INITS: tuple[str, ...] = typing.get_args(Init)
+BACKENDS: tuple[str, ...] = typing.get_args(Backend)
+SPLITS: tuple[str, ...] = typing.get_args(Split)
+# what `mlp train --resume` may change; everything else is the checkpoint's (training.py checks it)
+RESUMABLE_CHANGES = ("epochs", "device", "threads", "data_dir", "backend", "dist_timeout", "tensorboard",
+                     "tb_histograms")
+DEVICE_KINDS = ("auto", "cpu", "cuda", "mps")  # cuda may name its device: cuda:N
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 MAX_SEED = 2**63 - 1
 
@@ -62,25 +80,36 @@ class Config:
     tensorboard: bool = False  # also write TensorBoard event files into RUN/tb (mlp board shows them)
     tb_histograms: int = 0  # with tensorboard: weight and gradient histograms every N epochs; 0 writes none
 
+    def __post_init__(self) -> None:
+        """Check every field as config files and flags are checked, so `Config(...)` in a notebook fails early,
+        with the CLI's message; a list or a single int for hidden becomes a tuple (the field stays hashable).
+
+        Raises:
+            ConfigError: naming the field, the value and what is allowed.
+        """
+        for field in dataclasses.fields(self):
+            # frozen: __setattr__ is refused, and normalising here is what construction is for
+            object.__setattr__(self, field.name, check_setting(field.name, field.name, getattr(self, field.name)))
+
 
 FIELD_TYPES: dict[str, Any] = typing.get_type_hints(Config)
 
 # Each check returns None when the value is allowed, else the text "expected ..." for the message.
 RANGE_CHECKS: dict[str, typing.Callable[[Any], str | None]] = {
-    "impl": lambda v: None if v in IMPLS else f"one of {', '.join(IMPLS)}",
-    "dataset": lambda v: None if v in DATASETS else f"one of {', '.join(DATASETS)}",
+    "impl": lambda v: expected_name(v, IMPLS),
+    "dataset": lambda v: expected_name(v, DATASETS),
     "data_dir": lambda v: None if v is None or v.strip() else "a folder path",
     "hidden": lambda v: None if v and all(size >= 1 for size in v) else "one or more sizes >= 1",
-    "activation": lambda v: None if v in ACTIVATIONS else f"one of {', '.join(ACTIVATIONS)}",
-    "optimizer": lambda v: None if v in OPTIMIZERS else f"one of {', '.join(OPTIMIZERS)}",
+    "activation": lambda v: expected_name(v, ACTIVATIONS),
+    "optimizer": lambda v: expected_name(v, OPTIMIZERS),
     "momentum": lambda v: None if 0 <= v < 1 else "a number in [0, 1)",
     "weight_decay": lambda v: None if math.isfinite(v) and v >= 0 else "a finite number >= 0",
     "dropout": lambda v: None if 0 <= v < 1 else "a number in [0, 1)",
-    "schedule": lambda v: None if v in SCHEDULES else f"one of {', '.join(SCHEDULES)}",
+    "schedule": lambda v: expected_name(v, SCHEDULES),
     "warmup_epochs": lambda v: None if v >= 0 else "an integer >= 0",
     "label_smoothing": lambda v: None if 0 <= v < 1 else "a number in [0, 1)",
-    "augment": lambda v: None if set(v) <= set(AUGMENTATIONS) else f"some of {', '.join(AUGMENTATIONS)}",
-    "init": lambda v: None if v in INITS else f"one of {', '.join(INITS)}",
+    "augment": lambda v: expected_names(v, AUGMENTATIONS),
+    "init": lambda v: expected_name(v, INITS),
     "sigma": lambda v: None if math.isfinite(v) and v > 0 else "a finite number > 0",
     "lr": lambda v: None if math.isfinite(v) and v > 0 else "a finite number > 0",
     "batch_size": lambda v: None if v >= 1 else "an integer >= 1",
@@ -91,8 +120,8 @@ RANGE_CHECKS: dict[str, typing.Callable[[Any], str | None]] = {
     "report_every": lambda v: None if v >= 1 else "an integer >= 1",
     "train_metrics": lambda v: None,
     "threads": lambda v: None if v >= 0 else "an integer >= 0 (0 uses every core)",
-    "precision": lambda v: None if v in PRECISIONS else f"one of {', '.join(PRECISIONS)}",
-    "backend": lambda v: None if v in BACKENDS else f"one of {', '.join(BACKENDS)}",
+    "precision": lambda v: expected_name(v, PRECISIONS),
+    "backend": lambda v: expected_name(v, BACKENDS),
     "dist_timeout": lambda v: None if math.isfinite(v) and v > 0 else "a number of seconds > 0",
     "tensorboard": lambda v: None,
     "tb_histograms": lambda v: None if v >= 0 else "an integer >= 0 (0 writes no histograms)",
@@ -136,17 +165,49 @@ def validate_settings(settings: Mapping[str, Any], sources: Mapping[str, str] | 
         ConfigError: naming the key (and file or flag), the value and what is allowed.
     """
     sources = sources or {}
-    values = {}
-    for key, value in settings.items():
-        where = sources.get(key, key)
-        if key not in FIELD_TYPES:
-            known = ", ".join(FIELD_TYPES)
-            raise ConfigError(f"{where}: unknown setting (known settings: {known})")
-        values[key] = coerce_value(where, value, FIELD_TYPES[key])
-        problem = RANGE_CHECKS[key](values[key])
-        if problem:
-            raise ConfigError(f"{where}: {value!r} is not allowed, expected {problem}")
+    values = {key: check_setting(sources.get(key, key), key, value) for key, value in settings.items()}
     return Config(**values)
+
+
+def check_setting(where: str, key: str, value: Any) -> Any:
+    """The value of setting key converted to its type, once its name, type and range are checked.
+
+    The one check of a setting: files, flags and `Config(...)` all pass through it.
+
+    Raises:
+        ConfigError: "{where}: ..." naming the value and what is allowed.
+    """
+    if key not in FIELD_TYPES:
+        known = ", ".join(FIELD_TYPES)
+        close = difflib.get_close_matches(key, FIELD_TYPES, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise ConfigError(f"{where}: unknown setting ({hint}known settings: {known})")
+    converted = coerce_value(where, value, FIELD_TYPES[key])
+    problem = RANGE_CHECKS[key](converted)
+    if problem:
+        raise ConfigError(f"{where}: {value!r} is not allowed, expected {problem}")
+    return converted
+
+
+def expected_name(value: str, names: Sequence[str]) -> str | None:
+    """None when value is one of names, else "one of a, b, c" and the nearest name if one is close."""
+    if value in names:
+        return None
+    return f"one of {', '.join(names)}{did_you_mean(value, names)}"
+
+
+def expected_names(values: Sequence[str], names: Sequence[str]) -> str | None:
+    """None when every value is one of names, else "some of a, b" and the nearest name to the first stray."""
+    strays = [value for value in values if value not in names]
+    if not strays:
+        return None
+    return f"some of {', '.join(names)}{did_you_mean(strays[0], names)}"
+
+
+def did_you_mean(value: str, names: Sequence[str]) -> str:
+    """" (did you mean NAME?)" for the name closest to a typo, or "" when none is close."""
+    close = difflib.get_close_matches(value, names, n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def coerce_value(where: str, value: Any, expected: Any) -> Any:
@@ -170,6 +231,8 @@ def coerce_value(where: str, value: Any, expected: Any) -> Any:
         if isinstance(value, list | tuple) and all(isinstance(item, str) for item in value):
             return tuple(value)
     if expected == tuple[int, ...]:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return (value,)  # one hidden layer: Config(hidden=256) as well as hidden = [256]
         if isinstance(value, str):
             return parse_sizes(where, value)
         if isinstance(value, list | tuple) and all(

@@ -26,26 +26,35 @@ CYCLE_COLOURS = 10  # matplotlib's default colour cycle, C0 to C9
 CURVES_DPI = 80  # with no layout engine: a cheap drawing (made by the curves drawer process, see curves.py)
 CURVES_FILE = "curves.png"
 TEXT_PLOT_WIDTH, TEXT_PLOT_HEIGHT = 60, 12  # in terminal cells
+MIN_TICK_STEPS, MAX_TICK_STEPS = 3, 6  # between the y labels of a terminal plot
+FLAT_CURVE_SPAN = 1e-6
+PIXELS_PER_ROW = {"block": 2, "ascii": 1}  # uniplot's half blocks draw two points a row; ASCII one
 GRID_COLUMNS = 8
 GRID_CELL_INCHES = 1.3
 MAX_MISTAKES_SHOWN = 32
 
 
-def plot_activation(name: str, x: torch.Tensor, y: torch.Tensor, grad: torch.Tensor | None, path: Path) -> None:
-    """Write D2L's pair of figures (5.1.2): the activation, and beside it its gradient, as one image.
+def plot_activation(names: list[str], x: torch.Tensor, ys: list[torch.Tensor], grads: list[torch.Tensor] | None,
+                    path: Path) -> None:
+    """Write D2L's pair of figures (5.1.2): the activations, and beside them their gradients, as one image;
+    several activations share each panel, with a legend.
 
     Raises:
         MlpError: the image cannot be written (bad folder, unknown file type).
     """
     from matplotlib.figure import Figure  # slow import, needed only here
 
-    panels = [(y, f"{name}(x)")] + ([] if grad is None else [(grad, f"grad of {name}")])
+    titles = (", ".join(f"{name}(x)" for name in names), f"grad of {', '.join(names)}")
+    panels = [(ys, titles[0])] + ([] if grads is None else [(grads, titles[1])])
     figure = Figure(figsize=(PANEL_SIZE_INCHES[0] * len(panels), PANEL_SIZE_INCHES[1]), layout="constrained")
-    for axes, (values, label) in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels, strict=True):
-        axes.plot(x.numpy(), values.numpy())
+    for axes, (curves, label) in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels, strict=True):
+        for name, values in zip(names, curves, strict=True):
+            axes.plot(x.numpy(), values.numpy(), label=name)
         axes.set_xlabel("x")
-        axes.set_ylabel(label)
+        axes.set_title(label)
         axes.grid(True, alpha=0.3)
+        if len(names) > 1:
+            axes.legend(fontsize="small")
     save_figure(figure, path)
 
 
@@ -165,19 +174,70 @@ def run_colours(count: int) -> list:
     return [colormaps["turbo"](index / (count - 1)) for index in range(count)]
 
 
-def activation_text_plot(name: str, x: torch.Tensor, y: torch.Tensor, grad: torch.Tensor | None,
-                         color: bool) -> str:
-    """The activation (and its gradient) drawn in Unicode for the terminal, one plot under the other.
+def activation_text_plot(names: list[str], x: torch.Tensor, ys: list[torch.Tensor],
+                         grads: list[torch.Tensor] | None, color: bool) -> str:
+    """Activations (and their gradients) drawn in Unicode for the terminal, one panel under the other, several
+    activations overlaid in a panel with a legend.
 
     uniplot is used because it is maintained, has a one-call API that returns a string (testable), and draws at
-    twice the terminal's resolution with half blocks.
+    twice the terminal's resolution with half blocks. Its own y labels can sit rows away from their values (the
+    sigmoid's "1" at 0.8), so each panel gets labels placed here, on the row its curve crosses that value.
     """
+    titles = (", ".join(f"{name}(x)" for name in names), f"grad of {', '.join(names)}")
+    panels = [(ys, titles[0])] + ([] if grads is None else [(grads, titles[1])])
+    legend = names if len(names) > 1 else None
+    return "\n".join(text_panel(title, x, curves, legend, color) for curves, title in panels)
+
+
+def text_panel(title: str, x: torch.Tensor, curves: list[torch.Tensor], legend: list[str] | None,
+               color: bool) -> str:
+    """One uniplot panel of curves over x, its y range the curves' own, with y labels on the right rows."""
     from uniplot import plot_to_string
 
-    panels = [(y, f"{name}(x)")] + ([] if grad is None else [(grad, f"grad of {name}")])
-    return "\n".join(plot_to_string(values.tolist(), x.tolist(), title=title, width=TEXT_PLOT_WIDTH,
-                                     height=TEXT_PLOT_HEIGHT, color=color, lines=True)
-                      for values, title in panels)
+    low, high = min(curve.min().item() for curve in curves), max(curve.max().item() for curve in curves)
+    if high - low < FLAT_CURVE_SPAN:  # a constant (identity's gradient): a range around it
+        low, high = low - 1, high + 1
+    step = tick_step(low, high)
+    # widened to multiples of the step: the top and bottom rows get labels too
+    low, high = math.floor(low / step + 1e-9) * step, math.ceil(high / step - 1e-9) * step
+    # without colour, several curves are told apart by their ASCII symbols (one row per character)
+    character_set = "block" if color or legend is None else "ascii"
+    text = plot_to_string([curve.tolist() for curve in curves], [x.tolist()] * len(curves), title=title,
+                          width=TEXT_PLOT_WIDTH, height=TEXT_PLOT_HEIGHT, color=color, lines=True,
+                          y_min=low, y_max=high, y_labels=False, legend_labels=legend, character_set=character_set)
+    return label_y_axis(text, low, high, PIXELS_PER_ROW[character_set])
+
+
+def label_y_axis(text: str, low: float, high: float, pixels_per_row: int) -> str:
+    """The plot text with round y values written beside the rows that uniplot draws them on (low and high are
+    multiples of tick_step(low, high))."""
+    lines = text.split("\n")
+    first_row = next(index for index, line in enumerate(lines) if line.startswith("┌")) + 1
+    pixels = TEXT_PLOT_HEIGHT * pixels_per_row
+    labelled: dict[int, str] = {}
+    step = tick_step(low, high)
+    for index in range(round(low / step), round(high / step) + 1):
+        value = round(index * step, 12) + 0.0  # + 0.0: no "-0" label
+        # uniplot's mapping (pixel_matrix.render): y_min on the bottom pixel, y_max on the top, rounded
+        pixel_from_bottom = round((pixels - 1) * (value - low) / (high - low))
+        row = (pixels - 1 - pixel_from_bottom) // pixels_per_row
+        labelled.setdefault(row, f"{value:g}")
+    for row, label in labelled.items():
+        lines[first_row + row] += f" {label}"
+    return "\n".join(lines)
+
+
+def tick_step(low: float, high: float) -> float:
+    """The round step (1, 2, 2.5 or 5 times a power of ten) whose multiples enclose low..high most tightly
+    in 3 to 6 steps: the y labels' spacing."""
+    power = math.floor(math.log10(high - low))
+    candidates = [factor * 10.0**exponent for exponent in (power - 1, power) for factor in (1, 2, 2.5, 5)]
+
+    def steps(step: float) -> int:
+        return math.ceil(high / step - 1e-9) - math.floor(low / step + 1e-9)
+
+    fitting = [step for step in candidates if MIN_TICK_STEPS <= steps(step) <= MAX_TICK_STEPS] or candidates
+    return min(fitting, key=lambda step: (steps(step) * step, -step))
 
 
 def plot_image_grid(images: torch.Tensor, titles: list[str], path: Path) -> None:

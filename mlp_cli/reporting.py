@@ -76,7 +76,7 @@ class RichReporter:
             self.table,
             TextColumn("[progress.description]{task.description}"),
             BarColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}"),
+            TextColumn("loss {task.fields[loss]}"),
             SamplesPerSecondColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
@@ -84,7 +84,8 @@ class RichReporter:
             refresh_per_second=REFRESHES_PER_SECOND,
             disable=not self.is_live,
         )
-        self.task = self.progress.add_task("epoch", total=None, loss=float("nan"))
+        # "-" until the epoch's first report (a few per second): NaN there read as a diverged run when stopped early
+        self.task = self.progress.add_task("epoch", total=None, loss=number(None))
 
     def __enter__(self) -> "RichReporter":
         self.progress.start()
@@ -121,7 +122,7 @@ class RichReporter:
                             description=f"epoch {plan.first_epoch}/{plan.num_epochs}")
 
     def on_batch(self, progress: BatchProgress) -> None:
-        self.progress.update(self.task, completed=progress.samples_done, loss=progress.loss,
+        self.progress.update(self.task, completed=progress.samples_done, loss=number(progress.loss),
                              description=f"epoch {progress.epoch}/{self.num_epochs}")
 
     def on_epoch(self, metrics: EpochMetrics) -> None:
@@ -136,7 +137,7 @@ class RichReporter:
                                soft_wrap=True)
         if metrics.epoch < self.num_epochs:
             self.progress.reset(self.task, description=f"epoch {metrics.epoch + 1}/{self.num_epochs}",
-                                loss=float("nan"))
+                                loss=number(None))
 
     def on_checkpoint(self, path: Path) -> None:
         """Checkpoints are listed once at the end, by the command, rather than every epoch."""

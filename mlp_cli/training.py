@@ -21,7 +21,7 @@ from torch.nn import functional
 
 from mlp_cli.augment import augment_batch
 from mlp_cli.checkpoint import load_checkpoint, restore_model, save_checkpoint
-from mlp_cli.config import Config, config_to_dict, config_to_toml, validate_settings
+from mlp_cli.config import RESUMABLE_CHANGES, Config, config_to_dict, config_to_toml, validate_settings
 from mlp_cli.data import DataModule, hold_out, load_data
 from mlp_cli.devices import prepare_device
 from mlp_cli.distributed import SINGLE_PROCESS, Ranks, launched_ranks, process_group
@@ -428,10 +428,6 @@ def train(config: Config, out: Path | None = None, reporter: Reporter = NULL_REP
         run_dir = ranks.on_main(functools.partial(start_run_dir, out, config, overwrite))
         reporter.on_start(describe_run(config, model, device, threads, data, run_dir, 1, ranks))
         return fit(model, data, config, run_dir, reporter, FRESH_RUN, stop, ranks)
-
-
-RESUMABLE_CHANGES = ("epochs", "device", "threads", "data_dir", "backend", "dist_timeout", "tensorboard",
-                     "tb_histograms")
 
 
 def resumed_config(saved: Config, overrides: dict[str, Any], path: Path) -> Config:

@@ -35,6 +35,15 @@ def assert_one_line_error(result, *fragments: str) -> None:
         assert fragment in lines[0]
 
 
+def assert_usage_error(result, *fragments: str) -> None:
+    """Exit code 2 (a mistake in the command line), the usage and the problem on stderr, no traceback."""
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    message = " ".join(result.stderr.replace("│", " ").split())  # the message may wrap inside a box
+    for fragment in fragments:
+        assert fragment in message, message
+
+
 @pytest.mark.parametrize("impl", ["scratch", "concise"])
 def test_train_then_eval_reports_the_accuracy_recorded_during_training(data_dir: Path, impl: str) -> None:
     trained = invoke("train", "--impl", impl, "--data-dir", data_dir, "--out", "run", *SMALL)
@@ -84,6 +93,14 @@ def test_data_dir_comes_from_the_environment_too(data_dir: Path, monkeypatch: py
 @pytest.mark.parametrize(("flags", "fragments"), [
     (["--impl", "numpy"], ["--impl", "'numpy'", "scratch, concise"]),
     (["--dataset", "cifar10"], ["--dataset", "fashion-mnist, mnist"]),
+])
+def test_unknown_names_are_usage_errors_listing_the_known_ones(data_dir: Path, flags: list[str],
+                                                               fragments: list[str]) -> None:
+    assert_usage_error(invoke("train", "--data-dir", data_dir, *flags), *fragments)
+    assert not Path("runs").exists()
+
+
+@pytest.mark.parametrize(("flags", "fragments"), [
     (["--lr", "0"], ["--lr", "0.0", "> 0"]),
     (["--lr", "-0.5"], ["--lr", "-0.5"]),
     (["--epochs", "0"], ["--epochs", ">= 1"]),
@@ -154,9 +171,10 @@ def test_unknown_eval_device_is_a_one_line_error(data_dir: Path) -> None:
     assert_one_line_error(invoke("eval", "run/last.pt", "--device", "tpu"), "--device tpu", "auto, cpu")
 
 
-def test_unknown_split_is_a_one_line_error(data_dir: Path) -> None:
+def test_unknown_split_is_a_usage_error_naming_the_splits(data_dir: Path) -> None:
     assert invoke("train", "--data-dir", data_dir, "--out", "run", *SMALL).exit_code == 0
-    assert_one_line_error(invoke("eval", "run/last.pt", "--split", "valid"), "--split", "train, test")
+    assert_usage_error(invoke("eval", "run/last.pt", "--split", "tets"), "--split", "train, test",
+                       "did you mean test?")
 
 
 @pytest.mark.parametrize("name", ["relu", "sigmoid", "tanh"])
@@ -228,8 +246,8 @@ def test_autograd_derivatives_match_the_closed_forms() -> None:
     torch.testing.assert_close(tanh_grad, 1 - tanh**2)
 
 
-def test_unknown_activation_is_a_one_line_error_listing_the_known_ones() -> None:
-    assert_one_line_error(invoke("plot-activation", "swish2"), "'swish2'", "relu, sigmoid, tanh")
+def test_unknown_activation_is_a_usage_error_listing_the_known_ones() -> None:
+    assert_usage_error(invoke("plot-activation", "swish2"), "'swish2'", "relu, sigmoid, tanh")
 
 
 def test_unwritable_plot_path_is_a_one_line_error(tmp_path: Path) -> None:
@@ -260,7 +278,7 @@ def test_errors_from_the_real_entry_point_have_no_traceback(tmp_path: Path) -> N
 def test_train_help_shows_the_config_defaults() -> None:
     result = invoke("train", "--help")
     assert result.exit_code == 0
-    for shown in ("[default: (scratch)]", "[default: (0.1)]", "[default: (256)]", "[default: (10)]"):
+    for shown in ("[default: scratch]", "[default: 0.1]", "[default: 256]", "[default: 10]"):
         assert shown in result.stdout
 
 
@@ -274,8 +292,8 @@ def test_help_screens_do_not_import_torch(argv: list[str]) -> None:
     assert "torch imported: False" in result.stdout
 
 
-def test_unknown_precision_and_negative_threads_are_one_line_errors(data_dir: Path) -> None:
-    assert_one_line_error(invoke("train", "--data-dir", data_dir, "--precision", "fp8"), "--precision", "fp32, bf16")
+def test_unknown_precision_is_a_usage_error_and_negative_threads_a_one_line_error(data_dir: Path) -> None:
+    assert_usage_error(invoke("train", "--data-dir", data_dir, "--precision", "fp8"), "--precision", "fp32, bf16")
     assert_one_line_error(invoke("train", "--data-dir", data_dir, "--threads", "-1"), "--threads", ">= 0")
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from rich.console import Console
 
 from mlp_cli.config import load_config
+from mlp_cli.events import EpochMetrics
 from mlp_cli.reporting import RichReporter
 from mlp_cli.training import train
 
@@ -35,3 +36,19 @@ def test_a_log_file_gets_one_plain_line_per_epoch_then_the_table(data_dir: Path)
     assert "test acc" in epoch_lines[0]
     assert any("test acc" in line and "┃" in line for line in lines)  # the closing table's header
     assert "\x1b[" not in log.getvalue()  # no cursor movement or colour in a log
+
+
+def bar_of(reporter: RichReporter) -> str:
+    """The progress bar's line as the terminal shows it now."""
+    screen = io.StringIO()
+    bar = reporter.progress.make_tasks_table(reporter.progress.tasks)
+    Console(file=screen, width=150, color_system=None).print(bar)
+    return screen.getvalue()
+
+
+def test_the_bar_shows_no_loss_rather_than_nan_before_the_epochs_first_report() -> None:
+    reporter = RichReporter(Console(file=io.StringIO(), force_terminal=True, width=150))
+    assert "loss -" in bar_of(reporter) and "nan" not in bar_of(reporter)  # what a run stopped at once shows
+    reporter.num_epochs = 2
+    reporter.on_epoch(EpochMetrics(epoch=1, train_loss=0.5, train_accuracy=0.8))
+    assert "loss -" in bar_of(reporter) and "nan" not in bar_of(reporter)  # stopped early in epoch 2
