@@ -269,8 +269,8 @@ def train_command(
         metavar="DEVICE", help=with_default(f"{DEVICE_HELP}.", "device"), autocompletion=complete_devices,
         rich_help_panel=RUN)] = None,
     val_size: Annotated[int | None, typer.Option(
-        metavar="INTEGER", help=with_default("Hold out N training images to choose best.pt; the test split is "
-                                             "then evaluated at the end only.", "val_size"),
+        metavar="INTEGER", help=with_default("Hold out N training images to choose best.pt (the test split: "
+                                             "once, at the end).", "val_size"),
         rich_help_panel=EVALUATION)] = None,
     report_every: Annotated[int | None, typer.Option(
         metavar="INTEGER", help=with_default("Evaluate the test split every N epochs (and after the last).",
@@ -299,12 +299,12 @@ def train_command(
         rich_help_panel=PARALLEL)] = None,
     tensorboard: Annotated[bool | None, typer.Option(
         "--tensorboard/--no-tensorboard",
-        help=with_default("Also write TensorBoard event files into RUN/tb (see mlp board).", "tensorboard"),
-        rich_help_panel=RUN)] = None,
+        help=with_default("Write TensorBoard event files into RUN/tb.", "tensorboard"),
+        rich_help_panel=EVALUATION)] = None,
     tb_histograms: Annotated[int | None, typer.Option(
         metavar="INTEGER", help=with_default(
-            "With --tensorboard: weight and gradient histograms every N epochs; 0 writes none.", "tb_histograms"),
-        rich_help_panel=RUN)] = None,
+            "Weight and gradient histograms every N epochs (0: none).", "tb_histograms"),
+        rich_help_panel=EVALUATION)] = None,
     data_dir: Annotated[Path | None, data_dir_option(panel=DATA)] = None,
     config: Annotated[Path | None, typer.Option(
         "--config", metavar="PATH", help="TOML file of settings (see configs/); flags given here override it.",
@@ -502,7 +502,8 @@ def predict_command(
         help="Invert gray levels: for a dark object on a light background (Fashion-MNIST and MNIST show "
              "a light object on a dark background).")] = False,
     save_input: Annotated[Path | None, typer.Option(
-        "--save-input", help="Write each image as the model saw it (28x28 gray PNG) into this folder.")] = None,
+        "--save-input", metavar="DIR",
+        help="Write each image as the model saw it (28x28 gray PNG) into this folder.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the predictions as JSON on stdout.")] = False,
 ) -> None:
     """Classify images with a trained model; each is made 28x28 grayscale, as the data set's images are.

@@ -175,7 +175,7 @@ def test_one_list_of_names_in_the_config_module_every_builder_covers() -> None:
     assert tuple(data.DATASETS) == settings.DATASETS
     assert tuple(data.SPLITS) == settings.SPLITS
     model = build_model("scratch", 4, (3,), 2, 0.01)
-    optimizers = {(type(optimizer).__name__, optimizer.defaults.get("momentum"))
+    optimizers = {(type(optimizer).__name__, optimizer.param_groups[0].get("momentum"))
                   for optimizer in (make_optimizer(model, Config(optimizer=name)) for name in settings.OPTIMIZERS)}
     assert len(optimizers) == len(settings.OPTIMIZERS)  # no name falls back to another's optimizer
     rates = {tuple(learning_rate(Config(schedule=name, epochs=8), epoch) for epoch in range(1, 9))
