@@ -77,7 +77,7 @@ def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             if rank and err.same_on_every_rank:
                 raise typer.Exit(err.exit_code) from None
             # markup=False: rich would read text such as "[train]" as a style tag and drop it
-            stderr.print(f"error: {f'rank {rank}: ' if rank else ''}{err}", markup=False, soft_wrap=True)
+            stderr.print(f"{err.prefix}{f'rank {rank}: ' if rank else ''}{err}", markup=False, soft_wrap=True)
             raise typer.Exit(err.exit_code) from None
 
     return wrapper
@@ -168,7 +168,7 @@ def train_command(
     overwrite: Annotated[bool, typer.Option(help="Allow --out to name a folder that holds a run: replace it.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display; only the result.")] = False,
     resume: Annotated[Path | None, typer.Option(
-        help="Continue the run of this checkpoint (runs/NAME/last.pt) exactly where it stopped; "
+        help="Continue the run of this checkpoint (runs/NAME/last.pt, or the run folder) exactly where it stopped; "
              "only --epochs, --device, --threads and --data-dir may change.")] = None,
 ) -> None:
     """Train an MLP and save metrics and checkpoints (last.pt, best.pt) in a new run folder.
@@ -190,6 +190,11 @@ def train_command(
         raise MlpError("--resume continues a run in its own folder with its own settings: "
                        "leave out --config and --out")
     settings = load_config(config, flags) if resume is None else None
+    if resume is not None and resume.is_dir():
+        from mlp_cli.runs import LAST_CHECKPOINT
+
+        resume = resume / LAST_CHECKPOINT
+        stderr.print(f"resuming {resume}", markup=False, soft_wrap=True)
     if nproc_per_node is not None:
         from mlp_cli.data import locate_dataset
         from mlp_cli.launch import check_can_launch, launch_training
@@ -249,7 +254,8 @@ def as_arguments(options: dict[str, Any]) -> list[str]:
 @app.command("eval")
 @reports_errors
 def eval_command(
-    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint from a run folder, e.g. runs/NAME/best.pt.")],
+    checkpoint: Annotated[Path, typer.Argument(
+        help="A checkpoint from a run folder, e.g. runs/NAME/best.pt; a run folder means its best.pt.")],
     split: Annotated[str, typer.Option(help="Which split to evaluate: test or train.")] = "test",
     data_dir: DataDirOption = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
@@ -264,6 +270,11 @@ def eval_command(
     """
     from mlp_cli.evaluation import evaluate_checkpoint
 
+    if checkpoint.is_dir():
+        from mlp_cli.runs import BEST_CHECKPOINT
+
+        checkpoint = checkpoint / BEST_CHECKPOINT
+        stderr.print(f"evaluating {checkpoint}", markup=False, soft_wrap=True)
     result = evaluate_checkpoint(checkpoint, split, data_dir, device, errors)
     if confusion is not None:
         from mlp_cli.plots import plot_confusion

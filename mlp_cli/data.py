@@ -194,6 +194,8 @@ def read_idx(path: Path, expected_magic: int) -> torch.Tensor:
     if len(content) < header_size:
         raise DataError(f"{path}: too short for an IDX header ({len(content)} bytes)")
     dims = struct.unpack(f">{expected_dims}I", content[4:header_size])
+    if dims[0] == 0:
+        raise DataError(f"{path}: holds no {'images' if expected_dims == 3 else 'labels'} (its header declares 0)")
     if any(size == 0 for size in dims[1:]):
         raise DataError(f"{path}: bad dimensions {dims} (an image needs rows and cols >= 1)")
     payload = len(content) - header_size

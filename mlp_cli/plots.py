@@ -1,6 +1,8 @@
 """Matplotlib figures, drawn on a bare Figure (no pyplot: no GUI backend, no global figure list)."""
 
+import contextlib
 import math
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -122,6 +124,7 @@ class CurvesReporter:
 
     def __init__(self) -> None:
         self.run_dir: Path | None = None
+        self.has_failed = False  # warned once already: later failures are quiet
 
     def on_start(self, plan: "TrainingPlan") -> None:
         self.run_dir = Path(plan.run_dir)
@@ -130,7 +133,17 @@ class CurvesReporter:
         """Nothing to draw between epochs."""
 
     def on_epoch(self, metrics: "EpochMetrics") -> None:
-        write_curves(self.run_dir)
+        """Redraw curves.png; a failure to draw is a warning on stderr (once), never the end of the run."""
+        try:
+            write_curves(self.run_dir)
+        except Exception as err:  # a picture must never stop training, whatever broke it
+            with contextlib.suppress(OSError):
+                (self.run_dir / f".{CURVES_FILE}.tmp.png").unlink(missing_ok=True)
+            if not self.has_failed:
+                reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                print(f"warning: cannot draw {self.run_dir / CURVES_FILE} ({reason}); training goes on",
+                      file=sys.stderr)
+            self.has_failed = True
 
     def on_checkpoint(self, path: Path) -> None:
         """Checkpoints do not change the curves."""

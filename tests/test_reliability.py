@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -312,3 +313,212 @@ def test_checkpoints_in_a_run_folder_are_never_left_half_written(data_dir: Path)
     train(small_config(data_dir, epochs=2), Path("run"))
     assert not [path for path in Path("run").iterdir() if path.name.startswith(".")]
     assert os.path.getsize("run/last.pt") > 0
+
+
+class Killed(BaseException):
+    """What a kill -9 or a second Ctrl-C does to a run: it ends at once, no handler runs."""
+
+
+def kill_when_saving(monkeypatch: pytest.MonkeyPatch, name: str, epoch: int, midway: bool = False):
+    """Make the run die the first time it saves name (last.pt or best.pt) at the end of epoch: before the
+    write starts, or (midway) with half of the file written, as a second Ctrl-C inside the write would.
+
+    Returns a function that brings back the real saving, for the next command (a new process in real life)."""
+    from mlp_cli import training
+
+    real_save, real_torch_save = training.save_checkpoint, checkpoint_module.torch.save
+    armed = {"save": True}
+
+    def torch_save_half(obj: dict, file) -> None:
+        real_torch_save(obj, file)
+        file.truncate(file.tell() // 2)
+        raise Killed
+
+    def save(checkpoint: dict, path: Path) -> None:
+        if armed["save"] and path.name == name and checkpoint["epoch"] == epoch:
+            armed["save"] = False
+            if not midway:
+                raise Killed
+            monkeypatch.setattr(checkpoint_module.torch, "save", torch_save_half)
+        real_save(checkpoint, path)
+
+    monkeypatch.setattr(training, "save_checkpoint", save)
+
+    def restore() -> None:
+        monkeypatch.setattr(training, "save_checkpoint", real_save)
+        monkeypatch.setattr(checkpoint_module.torch, "save", real_torch_save)
+
+    return restore
+
+
+def best_epoch_in_metrics(run_dir: Path) -> int:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return max(rows, key=lambda row: row["test_accuracy"])["epoch"]
+
+
+def evaluated_epoch(checkpoint: str) -> int:
+    result = runner.invoke(app, ["eval", checkpoint, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)["epoch"]
+
+
+LEARNS_EVERY_EPOCH = {"optimizer": "adam", "lr": 0.01}  # here: test accuracy rises in epochs 1 to 3
+
+
+@pytest.mark.parametrize(("epoch", "midway"), [(1, False), (2, False), (2, True)],
+                         ids=["killed before any best.pt", "killed between last.pt and best.pt",
+                              "killed inside the best.pt write"])
+def test_after_a_kill_while_saving_a_resume_makes_best_pt_the_epoch_the_metrics_call_best(
+        data_dir: Path, monkeypatch: pytest.MonkeyPatch, epoch: int, midway: bool) -> None:
+    restart = kill_when_saving(monkeypatch, "best.pt", epoch, midway)
+    with pytest.raises(Killed):
+        train(small_config(data_dir, epochs=epoch, **LEARNS_EVERY_EPOCH), Path("run"))
+    restart()
+    result = runner.invoke(app, ["train", "--resume", "run/last.pt"])  # nothing left to train
+    assert result.exit_code == 1 and f"already has {epoch} epochs" in result.stderr
+    assert load_checkpoint(Path("run/last.pt"))["epoch"] == epoch
+    assert evaluated_epoch("run/best.pt") == best_epoch_in_metrics(Path("run")) == epoch
+    assert not list(Path("run").glob(".*tmp"))
+
+
+def test_the_summary_after_resuming_a_run_killed_before_best_pt_names_what_best_pt_holds(
+        data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    restart = kill_when_saving(monkeypatch, "best.pt", 3)
+    with pytest.raises(Killed):
+        train(small_config(data_dir, epochs=3, **LEARNS_EVERY_EPOCH), Path("run"))
+    restart()
+    result = runner.invoke(app, ["train", "--resume", "run", "--epochs", "4"])
+    assert result.exit_code == 0, result.output
+    assert "resuming run/last.pt" in result.stderr
+    summary_epoch = int(re.search(r"at epoch (\d+): run/best\.pt", result.stdout).group(1))
+    assert evaluated_epoch("run/best.pt") == summary_epoch == best_epoch_in_metrics(Path("run"))
+
+
+def test_metrics_are_never_ahead_of_the_last_checkpoint(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    kill_when_saving(monkeypatch, "last.pt", 2)
+    with pytest.raises(Killed):
+        train(small_config(data_dir, epochs=3), Path("run"))
+    assert len(Path("run/metrics.jsonl").read_text().splitlines()) == load_checkpoint(Path("run/last.pt"))["epoch"]
+
+
+def test_resuming_from_best_pt_is_refused_rather_than_overwriting_later_epochs(data_dir: Path) -> None:
+    train(small_config(data_dir, epochs=2, **LEARNS_EVERY_EPOCH), Path("run"))
+    Path("run/best.pt").write_bytes(Path("run/last.pt").read_bytes())  # as if epoch 1 were the best
+    before = Path("run/last.pt").read_bytes()
+    result = runner.invoke(app, ["train", "--resume", "run/best.pt", "--epochs", "3"])
+    assert result.exit_code == 1, result.output
+    assert "would overwrite run/last.pt; resume with: mlp train --resume run/last.pt" in result.stderr
+    assert Path("run/last.pt").read_bytes() == before
+
+
+def test_leftover_temporary_files_are_removed_by_a_resume_and_by_overwrite(data_dir: Path) -> None:
+    train(small_config(data_dir, epochs=1), Path("run"))
+    for name in (".last.pt.4242.tmp", ".best.pt.4242.tmp", ".metrics.jsonl.tmp", ".curves.png.tmp.png"):
+        Path("run", name).write_bytes(b"left by a kill -9")
+    resume_run(Path("run/last.pt"), {"epochs": 2})
+    assert not [path.name for path in Path("run").iterdir() if path.name.startswith(".")]
+    Path("run/.last.pt.4242.tmp").write_bytes(b"left by a kill -9")
+    train(small_config(data_dir, epochs=1), Path("run"), overwrite=True)
+    assert not [path.name for path in Path("run").iterdir() if path.name.startswith(".")]
+
+
+def test_a_folder_holding_only_a_killed_runs_temporary_file_can_take_a_new_run(data_dir: Path) -> None:
+    Path("run").mkdir()
+    Path("run/.config.toml.4242.tmp").write_text("impl = ")
+    train(small_config(data_dir, epochs=1), Path("run"))
+    assert load_checkpoint(Path("run/last.pt"))["epoch"] == 1
+
+
+def test_a_disk_full_inside_torchs_writer_is_one_checkpoint_error_and_keeps_the_old_file(
+        data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    train(small_config(data_dir, epochs=1), Path("run"))
+    before = Path("run/last.pt").read_bytes()
+
+    def fail_as_torch_does(obj: object, file) -> None:
+        file.write(before[:100])
+        try:
+            raise OSError(28, "No space left on device")
+        except OSError:  # torch's zip writer then fails on its own, with the OSError as context
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 2624 vs 2518") from None
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", fail_as_torch_does)
+    with pytest.raises(CheckpointError, match=r"^run/last\.pt: cannot save checkpoint \(No space left on device\)$"):
+        save_checkpoint({"epoch": 2}, Path("run/last.pt"))
+    assert Path("run/last.pt").read_bytes() == before
+    assert not list(Path("run").glob(".*tmp"))
+
+
+def run_with_file_size_limit(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """mlp run as `ulimit -f 0` would: every write of a byte fails with EFBIG (as on a full disk)."""
+    import resource
+
+    def no_file_writes() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+
+    return subprocess.run([sys.executable, "-m", "mlp_cli", *argv], cwd=cwd, capture_output=True, text=True,
+                          preexec_fn=no_file_writes, timeout=120, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+
+
+def assert_one_error_line(stderr: str, *fragments: str) -> None:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in stderr, stderr
+    assert all(fragment in lines[0] for fragment in fragments), stderr
+
+
+def test_a_new_run_that_cannot_write_is_one_line_and_leaves_nothing_that_blocks_its_folder(
+        tmp_path: Path, data_dir: Path) -> None:
+    argv = ["train", "--data-dir", str(data_dir), "--hidden", "8", "--epochs", "1", "--threads", "1", "-q"]
+    failed = run_with_file_size_limit([*argv, "--out", "run"], tmp_path)
+    assert failed.returncode == 1
+    assert_one_error_line(failed.stderr, "run", "File too large")
+    assert not Path("run/config.toml").exists()
+    failed = run_with_file_size_limit(argv, tmp_path)  # a runs/DATE folder is not left behind either
+    assert failed.returncode == 1 and not list(Path("runs").iterdir())
+    assert runner.invoke(app, [*argv, "--out", "run"]).exit_code == 0
+    resumed = run_with_file_size_limit(["train", "--resume", "run/last.pt", "--epochs", "2"], tmp_path)
+    assert resumed.returncode == 1
+    assert_one_error_line(resumed.stderr, "run/config.toml", "File too large")
+    assert Path("run/config.toml").stat().st_size > 0
+
+
+def test_a_read_only_out_folder_is_one_line(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlp_cli import runs
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied", str(args[0]))
+
+    monkeypatch.setattr(runs, "open", refuse, raising=False)  # as a chmod would (these tests may run as root)
+    result = runner.invoke(app, ["train", "--data-dir", str(data_dir), "--epochs", "1", "--out", "run"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.stderr.strip() == "error: run: cannot create a run folder there (Permission denied)"
+
+
+def test_two_runs_cannot_both_claim_one_folder(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlp_cli import runs
+
+    real_prepare = runs.prepare_out_folder
+
+    def other_run_claims_it_meanwhile(out: Path, overwrite: bool) -> None:
+        real_prepare(out, overwrite)  # the folder was empty when checked ...
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.toml").write_text('impl = "concise"\n')  # ... and another run wrote its config since
+
+    monkeypatch.setattr(runs, "prepare_out_folder", other_run_claims_it_meanwhile)
+    with pytest.raises(MlpError, match="another run claimed this folder"):
+        runs.create_run_dir(Path("run"), "scratch", 'impl = "scratch"\n')
+    assert Path("run/config.toml").read_text() == 'impl = "concise"\n'
+
+
+def test_a_curves_picture_that_cannot_be_drawn_warns_once_and_training_goes_on(
+        data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken_drawing(run_dir: Path) -> Path:
+        raise ValueError("Image size of 99999x99999 pixels is too large")
+
+    monkeypatch.setattr("mlp_cli.plots.write_curves", broken_drawing)
+    result = runner.invoke(app, ["train", "--data-dir", str(data_dir), "--hidden", "8", "--epochs", "2",
+                                 "--threads", "1", "--out", "run"])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if "cannot draw" in line]
+    assert warnings == ["warning: cannot draw run/curves.png (Image size of 99999x99999 pixels is too large); "
+                        "training goes on"]
+    assert load_checkpoint(Path("run/last.pt"))["epoch"] == 2
