@@ -118,7 +118,7 @@ def check_checkpoint(path: Path, checkpoint: Any) -> None:
         raise CheckpointError(f"{path}: checkpoint format {version!r} is newer than this mlp reads "
                               f"({FORMAT_VERSION}); upgrade mlp")
     if version < 1:
-        raise CheckpointError(f"{path}: checkpoint format {version!r} was never written by mlp (expected 1 to "
+        raise CheckpointError(f"{path}: checkpoint format {version!r} was never written by mlp (its formats are 1 to "
                               f"{FORMAT_VERSION}); the file is damaged or crafted")
     missing = [key for key in REQUIRED_KEYS if key not in checkpoint]
     if missing:

@@ -194,7 +194,8 @@ def train_command(
         from mlp_cli.runs import LAST_CHECKPOINT
 
         resume = resume / LAST_CHECKPOINT
-        stderr.print(f"resuming {resume}", markup=False, soft_wrap=True)
+        if resume.exists():  # else the one line is the error that names the missing file
+            stderr.print(f"resuming {resume}", markup=False, soft_wrap=True)
     if nproc_per_node is not None:
         from mlp_cli.data import locate_dataset
         from mlp_cli.launch import check_can_launch, launch_training
@@ -274,7 +275,8 @@ def eval_command(
         from mlp_cli.runs import BEST_CHECKPOINT
 
         checkpoint = checkpoint / BEST_CHECKPOINT
-        stderr.print(f"evaluating {checkpoint}", markup=False, soft_wrap=True)
+        if checkpoint.exists():  # else the one line is the error that names the missing file
+            stderr.print(f"evaluating {checkpoint}", markup=False, soft_wrap=True)
     result = evaluate_checkpoint(checkpoint, split, data_dir, device, errors)
     if confusion is not None:
         from mlp_cli.plots import plot_confusion

@@ -14,6 +14,7 @@ import torch
 from conftest import write_dataset
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from PIL import Image
 from typer.testing import CliRunner
 
 from mlp_cli import checkpoint as checkpoint_module
@@ -254,7 +255,8 @@ def test_a_signal_saves_a_resumable_checkpoint_and_exits_with_the_shell_code(
     process.send_signal(signal_number)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == exit_code, stderr
-    assert "Traceback" not in stderr
+    assert "Traceback" not in stderr and "error" not in stderr  # a stop on request is no failure
+    assert stderr.rstrip().splitlines()[-1].startswith("stopped in epoch ")
     assert f"resume with: mlp train --resume {tmp_path / 'run' / 'last.pt'}" in stderr
     saved = load_checkpoint(tmp_path / "run" / "last.pt")
     more = str(saved["epoch"] + 1)
@@ -522,3 +524,80 @@ def test_a_curves_picture_that_cannot_be_drawn_warns_once_and_training_goes_on(
     assert warnings == ["warning: cannot draw run/curves.png (Image size of 99999x99999 pixels is too large); "
                         "training goes on"]
     assert load_checkpoint(Path("run/last.pt"))["epoch"] == 2
+
+
+def crafted(checkpoint: dict, key: str, value: object) -> dict:
+    """checkpoint with one key (a dotted path such as rng.torch or metrics.0.train_loss) set to value."""
+    *parents, last = [int(part) if part.isdigit() else part for part in key.split(".")]
+    target = checkpoint
+    for parent in parents:
+        target = target[parent]
+    target[last] = value
+    return checkpoint
+
+
+CRAFTED = {
+    "metrics not rows": ("metrics", [1, 2]),
+    "progress not a table": ("progress", 1),
+    "epoch a string": ("epoch", "2"),
+    "epoch negative": ("epoch", -1),
+    "too few class names": ("model.class_names", ["T-shirt"]),
+    "format version 0": ("format_version", 0),
+    "format version -1": ("format_version", -1),
+    "damaged torch rng": ("rng.torch", torch.zeros(3)),
+    "damaged data-order rng": ("rng.data_order", "state"),
+    "optimizer state of the wrong shape": ("optimizer_state.state", {0: {"momentum_buffer": torch.zeros(3)}}),
+    "optimizer setting a string": ("optimizer_state.param_groups.0.momentum", "0.9"),
+    "optimizer without groups": ("optimizer_state", {"state": {}}),
+    "weights of another model": ("model_state.W1", torch.zeros(2, 2)),
+    "a huge model claimed": ("config.hidden", [300000]),
+    "a metrics row with a string": ("metrics.0.train_loss", "low"),
+}
+
+
+@pytest.fixture
+def trained_run(data_dir: Path) -> dict:
+    """A run of two epochs with momentum (so the optimizer has per-parameter state), and its raw last.pt."""
+    train(small_config(data_dir, epochs=2, optimizer="momentum"), Path("run"))
+    return torch.load("run/last.pt", weights_only=True)
+
+
+@pytest.mark.parametrize("case", CRAFTED)
+def test_a_crafted_checkpoint_of_plausible_keys_is_one_line_for_eval_predict_and_resume(
+        trained_run: dict, data_dir: Path, case: str) -> None:
+    Path("crafted").mkdir()
+    torch.save(crafted(trained_run, *CRAFTED[case]), "crafted/last.pt")
+    Image.new("L", (28, 28)).save("image.png")
+    for argv in (["eval", "crafted/last.pt", "--data-dir", str(data_dir)],
+                 ["predict", "crafted/last.pt", "image.png"],
+                 ["train", "--resume", "crafted/last.pt", "--epochs", "3"]):
+        if argv[0] != "train" and case.startswith("optimizer"):
+            continue  # eval and predict do not use the optimizer's state
+        result = runner.invoke(app, argv)
+        assert result.exit_code == 1, (argv, result.output)
+        assert result.exception is None or isinstance(result.exception, SystemExit), (argv, repr(result.exception))
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: crafted/last.pt: "), (argv, result.stderr)
+
+
+def test_a_huge_model_claimed_by_a_small_checkpoint_is_refused_before_it_is_built(
+        trained_run: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlp_cli import checkpoint
+
+    built = []
+    real_build = checkpoint.build_model
+    monkeypatch.setattr(checkpoint, "build_model", lambda *args: built.append(torch.empty(0).device) or
+                        real_build(*args))
+    torch.save(crafted(trained_run, "config.hidden", [300000]), "huge.pt")
+    with pytest.raises(CheckpointError, match=r"W1 has shape \(784, 32\) but the stored config describes "
+                                              r"\(784, 300000\)"):
+        checkpoint.restore_model(load_checkpoint(Path("huge.pt")), Path("huge.pt"))
+    assert [device.type for device in built] == ["meta"]  # only the shapes were built, on no memory
+
+
+def test_a_metrics_row_without_an_optional_field_still_evaluates(trained_run: dict, data_dir: Path) -> None:
+    del trained_run["metrics"][1]["test_accuracy"]
+    torch.save(trained_run, "older.pt")
+    result = runner.invoke(app, ["eval", "older.pt", "--data-dir", str(data_dir), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["recorded_accuracy"] is None
