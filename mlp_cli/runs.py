@@ -121,13 +121,14 @@ def prepare_out_folder(out: Path, overwrite: bool) -> None:
         raise MlpError(f"--out {out}: is a file, expected a folder for the run")
     if not out.exists():
         return
-    remove_temporary_files(out)
-    if any(out.iterdir()):
+    # what a killed run's writes left does not make a folder a run (and is checked before anything is deleted)
+    if any(not is_temporary(path) for path in out.iterdir()):
         if not overwrite:
             raise MlpError(f"--out {out}: already exists and is not empty; runs are never overwritten: "
                            "choose a new folder, or pass --overwrite to replace that run")
         for name in (CONFIG_FILE, METRICS_FILE, LAST_CHECKPOINT, BEST_CHECKPOINT):
             (out / name).unlink(missing_ok=True)
+    remove_temporary_files(out)
 
 
 def make_new_folder(impl: str) -> Path:
@@ -144,10 +145,15 @@ def make_new_folder(impl: str) -> Path:
     raise MlpError(f"{RUNS_ROOT}: too many runs named {stem}-*")
 
 
+def is_temporary(path: Path) -> bool:
+    """Whether path is one of the temporary files (.NAME.PID.tmp) that a write makes before its file is replaced."""
+    return any(path.match(pattern) for pattern in TEMPORARY_PATTERNS)
+
+
 def remove_temporary_files(run_dir: Path) -> None:
-    """Delete the temporary files (.NAME.PID.tmp) that a run killed while writing left in run_dir."""
-    for pattern in TEMPORARY_PATTERNS:
-        for path in run_dir.glob(pattern):
+    """Delete the temporary files that a run killed while writing left in run_dir."""
+    for path in run_dir.iterdir():
+        if is_temporary(path):
             with contextlib.suppress(OSError):
                 path.unlink()
 

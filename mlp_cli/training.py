@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn import functional
 
 from mlp_cli.augment import augment_batch
-from mlp_cli.checkpoint import load_checkpoint, restore_model, save_checkpoint
+from mlp_cli.checkpoint import is_int, is_number, load_checkpoint, restore_model, save_checkpoint
 from mlp_cli.config import Config, config_to_dict, config_to_toml, validate_settings
 from mlp_cli.data import DataModule, hold_out, load_data
 from mlp_cli.devices import prepare_device
@@ -451,7 +451,7 @@ def load_resumable(path: Path, overrides: dict[str, Any]) -> tuple[dict[str, Any
         MlpError: the checkpoint is not resumable, a flag conflicts with it, or there is nothing left to do.
     """
     last = path.parent / LAST_CHECKPOINT
-    if path.name != LAST_CHECKPOINT and last.is_file() and not path.samefile(last):
+    if path.name != LAST_CHECKPOINT and last.is_file() and path.is_file() and not path.samefile(last):
         # resuming writes the folder's last.pt: from another checkpoint it would overwrite later epochs
         raise CheckpointError(f"{path}: only a run's last checkpoint can be resumed, and resuming from this one "
                               f"would overwrite {last}; resume with: mlp train --resume {last}")
@@ -479,16 +479,15 @@ def check_optimizer_state(state: dict[str, Any], model: nn.Module, config: Confi
     expected = fresh.state_dict()["param_groups"]
     groups, shapes = state["param_groups"], [parameter.shape for parameter in model.parameters()]
     problem = None
-    if len(groups) != len(expected) or any(group.keys() != want.keys() or group["params"] != want["params"]
+    if len(groups) != len(expected) or any(group.get("params") != want["params"]
                                            for group, want in zip(groups, expected, strict=False)):
         problem = "its parameter groups are not those of the model"
     elif any(not is_like(group[key], want[key]) for group, want in zip(groups, expected, strict=True)
-             for key in want if key != "params"):
+             for key in want.keys() & group.keys() - {"params"}):  # another torch may know other settings
         problem = "a setting of its parameter groups has the wrong type"
-    elif not all(is_index(index, len(shapes)) and isinstance(entry, dict) and all(
-            isinstance(value, torch.Tensor) and value.dim() in (0, len(shapes[index]))
-            and (value.dim() == 0 or value.shape == shapes[index]) for value in entry.values())
-            for index, entry in state["state"].items()):
+    elif not all(is_int(index) and 0 <= index < len(shapes) and isinstance(entry, dict) and all(
+            isinstance(value, torch.Tensor) and (value.dim() == 0 or value.shape == shapes[index])
+            for value in entry.values()) for index, entry in state["state"].items()):
         problem = "its per-parameter state does not fit the model's parameters"
     else:
         try:
@@ -499,15 +498,8 @@ def check_optimizer_state(state: dict[str, Any], model: nn.Module, config: Confi
         raise CheckpointError(f"{path}: damaged checkpoint, the optimizer state cannot be resumed ({problem})")
 
 
-def is_index(value: Any, count: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < count
-
-
 def is_like(saved: Any, expected: Any) -> bool:
     """Whether an optimizer setting read from a checkpoint has the kind of value torch's own has."""
-    def is_number(value: Any) -> bool:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-
     if is_number(expected):
         return is_number(saved)
     if isinstance(expected, tuple | list):
@@ -564,7 +556,8 @@ def rank_rng_state(saved: dict[str, Any], config: Config, ranks: Ranks) -> torch
 
 def resume_run(path: Path, overrides: dict[str, Any], reporter: Reporter = NULL_REPORTER,
                stop: StopRequest | None = None) -> FitResult:
-    """Continue the run that wrote checkpoint path, in its own folder, exactly where it stopped.
+    """Continue the run that wrote checkpoint path (or the run folder path), in its own folder, exactly where it
+    stopped.
 
     Under torchrun every process reads the checkpoint (on several machines, path must be visible to all),
     whatever the number of processes that wrote it.
@@ -573,6 +566,7 @@ def resume_run(path: Path, overrides: dict[str, Any], reporter: Reporter = NULL_
         MlpError: the checkpoint is not resumable, a flag conflicts with it, or there is nothing left to do.
     """
     ranks = launched_ranks()
+    path = path / LAST_CHECKPOINT if path.is_dir() else path  # a run folder resumes from its last.pt
     checkpoint, config, model = load_resumable(path, overrides)
     device, threads = prepare_device(config, ranks)
     data = load_training_data(config, device)

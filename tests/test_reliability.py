@@ -424,6 +424,14 @@ def test_leftover_temporary_files_are_removed_by_a_resume_and_by_overwrite(data_
     assert not [path.name for path in Path("run").iterdir() if path.name.startswith(".")]
 
 
+def test_an_out_holding_a_run_is_refused_before_any_of_its_files_is_touched(data_dir: Path) -> None:
+    train(small_config(data_dir, epochs=1), Path("run"))
+    Path("run/.last.pt.4242.tmp").write_bytes(b"being written by that run")
+    with pytest.raises(MlpError, match="pass --overwrite"):
+        train(small_config(data_dir, epochs=1), Path("run"))
+    assert Path("run/.last.pt.4242.tmp").read_bytes() == b"being written by that run"
+
+
 def test_a_folder_holding_only_a_killed_runs_temporary_file_can_take_a_new_run(data_dir: Path) -> None:
     Path("run").mkdir()
     Path("run/.config.toml.4242.tmp").write_text("impl = ")
