@@ -15,7 +15,7 @@ from torch import nn
 from mlp_cli.config import Config, validate_settings
 from mlp_cli.errors import CheckpointError, MlpError
 from mlp_cli.events import EpochMetrics
-from mlp_cli.models import build_model
+from mlp_cli.models import build_model, parameter_shapes
 
 CHECKPOINT_FORMAT = "mlp-checkpoint"
 FORMAT_VERSION = 1
@@ -258,8 +258,8 @@ def restore_model(checkpoint: dict[str, Any], path: Path) -> tuple[Config, nn.Mo
         shape = checkpoint["model"]
         arguments = (config.impl, shape["num_inputs"], config.hidden, shape["num_outputs"], config.sigma,
                      config.activation, config.dropout, config.init)
-        with torch.device("meta"):  # shapes only: no memory, no random numbers drawn
-            expected = build_model(*arguments).state_dict()
+        expected = parameter_shapes(config.impl, shape["num_inputs"], config.hidden, shape["num_outputs"],
+                                    config.dropout)
         problem = state_shape_problem(expected, checkpoint["model_state"])
         if problem:
             raise CheckpointError(problem)
@@ -271,12 +271,11 @@ def restore_model(checkpoint: dict[str, Any], path: Path) -> tuple[Config, nn.Mo
     return config, model
 
 
-def state_shape_problem(expected: dict[str, torch.Tensor], saved: dict[str, torch.Tensor]) -> str | None:
+def state_shape_problem(expected: dict[str, tuple[int, ...]], saved: dict[str, torch.Tensor]) -> str | None:
     """How the saved weights differ from the model's (missing or extra names, another shape), or None."""
     if expected.keys() != saved.keys():
-        return (f"weights {', '.join(sorted(saved))} do not match the model's {', '.join(sorted(expected))}")
-    for name, tensor in expected.items():
-        if tuple(saved[name].shape) != tuple(tensor.shape):
-            return (f"{name} has shape {tuple(saved[name].shape)} but the stored config describes "
-                    f"{tuple(tensor.shape)}")
+        return f"weights {', '.join(sorted(saved))} do not match the model's {', '.join(sorted(expected))}"
+    for name, shape in expected.items():
+        if tuple(saved[name].shape) != shape:
+            return f"{name} has shape {tuple(saved[name].shape)} but the stored config describes {shape}"
     return None

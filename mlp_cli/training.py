@@ -205,7 +205,21 @@ FRESH_RUN = RunState(None, [], None, None, None)
 
 
 def make_optimizer(model: nn.Module, config: Config) -> torch.optim.Optimizer:
-    """Minibatch SGD as in the book, SGD with momentum, Adam (the Flux example's choice) or AdamW."""
+    """Minibatch SGD as in the book, SGD with momentum, Adam (the Flux example's choice) or AdamW.
+
+    Raises:
+        MlpError: torch cannot start an optimizer: its first one imports torch._dynamo, which needs a
+            writable temporary folder (not the case under `ulimit -f 0` or with a read-only /tmp).
+    """
+    try:
+        return choose_optimizer(model, config)
+    except OSError as err:
+        raise MlpError(f"torch cannot start the {config.optimizer} optimizer ({err.strerror or err}); it needs "
+                       "a writable temporary folder (set TMPDIR to one)") from err
+
+
+def choose_optimizer(model: nn.Module, config: Config) -> torch.optim.Optimizer:
+    """The optimizer config names, over model's parameters."""
     parameters, lr, decay = model.parameters(), config.lr, config.weight_decay
     if config.optimizer == "momentum":
         return torch.optim.SGD(parameters, lr=lr, momentum=config.momentum, weight_decay=decay)
