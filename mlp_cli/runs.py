@@ -18,8 +18,8 @@ CONFIG_FILE = "config.toml"
 METRICS_FILE = "metrics.jsonl"
 LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
-# what writes interrupted by a kill leave behind: .last.pt.PID.tmp, .config.toml.PID.tmp, .curves.png.tmp.png
-TEMPORARY_PATTERNS = (".*.tmp", ".*.tmp.png")
+# what writes interrupted by a kill leave behind: .last.pt.PID.tmp, .config.toml.PID.tmp, .curves.png.tmp.png, ...
+TEMPORARY_PATTERNS = (".config.toml.*tmp", ".metrics.jsonl.*tmp", ".last.pt.*tmp", ".best.pt.*tmp", ".curves.png.tmp*")
 MAX_SAME_NAME = 1000  # runs started in the same second get -2, -3, ...
 
 
@@ -170,7 +170,7 @@ def write_text_atomically(path: Path, text: str, exclusive: bool = False) -> Non
     """
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(temporary, "w") as file:
+        with open(temporary, "w", encoding="utf-8") as file:  # TOML and JSON lines are UTF-8
             file.write(text)
             file.flush()
             os.fsync(file.fileno())
@@ -180,7 +180,7 @@ def write_text_atomically(path: Path, text: str, exclusive: bool = False) -> Non
         try:
             os.link(temporary, path)
         except FileExistsError:
-            raise
+            raise  # the name is taken: that is the answer
         except OSError:  # no hard links here (e.g. FAT, some network shares)
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
             os.replace(temporary, path)
