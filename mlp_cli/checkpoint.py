@@ -1,5 +1,7 @@
 """Checkpoints: written atomically, loaded without running code, checked before use, turned back into models."""
 
+import contextlib
+import dataclasses
 import os
 import pickle
 import re
@@ -12,11 +14,15 @@ from torch import nn
 
 from mlp_cli.config import Config, validate_settings
 from mlp_cli.errors import CheckpointError, MlpError
-from mlp_cli.models import build_model
+from mlp_cli.events import EpochMetrics
+from mlp_cli.models import build_model, parameter_shapes
 
 CHECKPOINT_FORMAT = "mlp-checkpoint"
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("config", "model", "model_state", "epoch", "metrics")
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive (since torch 1.6)
+PICKLE_PROTO = b"\x80"  # ... or, before that, a pickle (protocol 2 or later)
+SHOWN_CHARACTERS = 40  # of a bad value quoted in an error message
 
 
 def save_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:
@@ -32,22 +38,41 @@ def save_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
-    except OSError as err:
-        raise CheckpointError(f"{path}: cannot save checkpoint ({err.strerror or err})") from err
+    except (OSError, RuntimeError) as err:
+        # on a full disk torch's zip writer fails with its own RuntimeError ("unexpected pos ..."), raised
+        # while the OSError that caused it (ENOSPC, EFBIG) is being handled: name that cause when there is one
+        raise CheckpointError(f"{path}: cannot save checkpoint ({describe_write_error(err)})") from err
     finally:
-        temporary.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
+
+
+def describe_write_error(err: BaseException) -> str:
+    """The operating system's reason for a failed write (e.g. "No space left on device"), else torch's first line."""
+    cause: BaseException | None = err
+    while cause is not None:
+        if isinstance(cause, OSError):
+            return cause.strerror or str(cause)
+        cause = cause.__cause__ or cause.__context__
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """A checkpoint's contents, on the CPU, loaded with weights_only=True so a crafted file cannot run code.
 
+    Every key is checked here, once (check_checkpoint), so that eval, predict and resume can trust the rest.
+
     Raises:
-        CheckpointError: the file is missing, unreadable, not an mlp checkpoint, or from a newer mlp.
+        CheckpointError: the file is missing, unreadable, not an mlp checkpoint, damaged, or from a newer mlp.
     """
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint (a run folder holds last.pt and best.pt)")
     if path.is_dir():
         raise CheckpointError(f"{path}: is a folder, expected a checkpoint file such as {path / 'best.pt'}")
+    if not looks_like_torch_file(path):
+        raise CheckpointError(f"{path}: not a checkpoint (not a file saved by torch; a run folder holds "
+                              "last.pt and best.pt)")
     try:
         with warnings.catch_warnings():
             # damaged bytes also make torch warn (e.g. "Detected pickle protocol 160"): the error below says it
@@ -69,21 +94,161 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return checkpoint
 
 
+def looks_like_torch_file(path: Path) -> bool:
+    """Whether path starts as torch.save writes: a zip archive, or (torch before 1.6) a pickle."""
+    try:
+        with open(path, "rb") as file:
+            start = file.read(len(ZIP_MAGIC))
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot read ({err.strerror or err})") from err
+    return start == ZIP_MAGIC or start.startswith(PICKLE_PROTO)
+
+
 def check_checkpoint(path: Path, checkpoint: Any) -> None:
-    """Raise CheckpointError unless checkpoint is an mlp checkpoint this version can read."""
+    """Raise CheckpointError unless checkpoint is an mlp checkpoint this version can read, with every key of the
+    right type: a crafted or damaged file is refused here in one line, not by a traceback deep in eval or resume.
+
+    The weights' shapes are checked against the stored config by restore_model, the optimizer's state
+    against the model by training.load_resumable.
+    """
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not an mlp checkpoint (no '{CHECKPOINT_FORMAT}' marker)")
     version = checkpoint.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not is_int(version) or version > FORMAT_VERSION:
         raise CheckpointError(f"{path}: checkpoint format {version!r} is newer than this mlp reads "
                               f"({FORMAT_VERSION}); upgrade mlp")
+    if version < 1:
+        raise CheckpointError(f"{path}: checkpoint format {version!r} was never written by mlp (its formats are 1 to "
+                              f"{FORMAT_VERSION}); the file is damaged or crafted")
     missing = [key for key in REQUIRED_KEYS if key not in checkpoint]
     if missing:
         raise CheckpointError(f"{path}: incomplete checkpoint, missing {', '.join(missing)}")
+    problem = schema_problem(checkpoint)
+    if problem:
+        raise CheckpointError(f"{path}: damaged checkpoint, {problem}")
+
+
+def schema_problem(checkpoint: dict[str, Any]) -> str | None:
+    """What is wrong with the checkpoint's keys (e.g. "epoch is '2', expected an integer >= 0"), or None."""
+    if not isinstance(checkpoint["config"], dict):
+        return f"config is {short(checkpoint['config'])}, expected a table of settings"
+    model = checkpoint["model"]
+    if not isinstance(model, dict) or not all(is_int(model.get(key)) and model[key] >= 1
+                                              for key in ("num_inputs", "num_outputs")):
+        return f"model is {short(model)}, expected num_inputs and num_outputs >= 1"
+    names = model.get("class_names")
+    if not (isinstance(names, list) and len(names) == model["num_outputs"]
+            and all(isinstance(name, str) for name in names)):
+        return f"model.class_names is {short(names)}, expected {model['num_outputs']} names"
+    state = checkpoint["model_state"]
+    if not (isinstance(state, dict) and all(isinstance(key, str) and isinstance(value, torch.Tensor)
+                                            for key, value in state.items())):
+        return "model_state is not a table of named tensors"
+    epoch = checkpoint["epoch"]
+    if not is_int(epoch) or epoch < 0:
+        return f"epoch is {short(epoch)}, expected an integer >= 0"
+    return (metrics_problem(checkpoint["metrics"], epoch) or progress_problem(checkpoint.get("progress"))
+            or optimizer_problem(checkpoint.get("optimizer_state")) or rng_problem(checkpoint.get("rng")))
+
+
+def metrics_problem(rows: Any, epoch: int) -> str | None:
+    """Whether metrics holds one row per finished epoch, each with the fields of EpochMetrics as numbers.
+
+    A row without an optional field (e.g. val_accuracy, from an older mlp) gets it as None, in place.
+    """
+    if not isinstance(rows, list) or len(rows) != epoch:
+        return f"metrics is {short(rows)}, expected {epoch} rows (one per finished epoch)"
+    fields = {field.name: field for field in dataclasses.fields(EpochMetrics)}
+    for number, row in enumerate(rows, start=1):
+        if not isinstance(row, dict) or row.get("epoch") != number or not is_int(row["epoch"]):
+            return f"metrics row {number} is {short(row)}, expected a table with epoch = {number}"
+        unknown = set(row) - set(fields)
+        if unknown:
+            return f"metrics row {number} has unknown fields {', '.join(sorted(map(str, unknown)))}"
+        for name, field in fields.items():
+            is_required = field.default is dataclasses.MISSING
+            if name not in row and is_required:
+                return f"metrics row {number} has no {name}"
+            value = row.setdefault(name, field.default)
+            if name != "epoch" and not (is_number(value) or (value is None and not is_required)):
+                return f"metrics row {number}: {name} is {short(value)}, expected a number"
+    return None
+
+
+def progress_problem(progress: Any) -> str | None:
+    """Whether progress (the epoch in progress of a checkpoint taken mid-epoch) is None or well formed."""
+    if progress is None:
+        return None
+    if not isinstance(progress, dict):
+        return f"progress is {short(progress)}, expected a table or none"
+    for key in ("batches_done", "samples_done"):
+        if not is_int(progress.get(key)) or progress[key] < 0:
+            return f"progress.{key} is {short(progress.get(key))}, expected an integer >= 0"
+    if not is_number(progress.get("seconds")):
+        return f"progress.seconds is {short(progress.get('seconds'))}, expected a number"
+    for key in ("loss_sum", "correct"):  # one sum, or (under torchrun) one per rank
+        sums = progress.get(key)
+        if not all(isinstance(value, torch.Tensor) for value in (sums if isinstance(sums, list) else [sums])):
+            return f"progress.{key} is {short(sums)}, expected a tensor"
+    return rng_state_problem("progress.order_state", progress.get("order_state"))
+
+
+def optimizer_problem(state: Any) -> str | None:
+    """Whether the optimizer's state has torch's shape (its fit to the model is checked when resuming)."""
+    if state is None:
+        return None
+    if not (isinstance(state, dict) and isinstance(state.get("state"), dict)
+            and isinstance(state.get("param_groups"), list)
+            and all(isinstance(group, dict) for group in state["param_groups"])):
+        return "optimizer_state is not an optimizer's state (state and param_groups)"
+    return None
+
+
+def rng_problem(rng: Any) -> str | None:
+    """Whether the saved random number generators' states can be restored."""
+    if rng is None:
+        return None
+    if not isinstance(rng, dict):
+        return f"rng is {short(rng)}, expected a table of generator states"
+    by_rank = rng.get("torch_by_rank", [])
+    if not isinstance(by_rank, list):
+        return f"rng.torch_by_rank is {short(by_rank)}, expected a list"
+    for name, state in [("rng.torch", rng.get("torch")), ("rng.data_order", rng.get("data_order")),
+                        *((f"rng.torch_by_rank[{rank}]", value) for rank, value in enumerate(by_rank))]:
+        problem = rng_state_problem(name, state)
+        if problem:
+            return problem
+    return None
+
+
+def rng_state_problem(name: str, state: Any) -> str | None:
+    """Whether state is a CPU generator state that torch accepts (tried on a throwaway generator)."""
+    try:
+        torch.Generator().set_state(state)
+    except (TypeError, RuntimeError, ValueError):
+        return f"{name} is not a random generator's state"
+    return None
+
+
+def is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def short(value: Any) -> str:
+    """A value as a message shows it: its repr, cut to a few dozen characters (a tensor by its type)."""
+    text = type(value).__name__ if isinstance(value, torch.Tensor) else repr(value)
+    return text if len(text) <= SHOWN_CHARACTERS else text[:SHOWN_CHARACTERS] + "..."
 
 
 def restore_model(checkpoint: dict[str, Any], path: Path) -> tuple[Config, nn.Module]:
     """The config and trained model stored in a checkpoint, rebuilt from the checkpoint alone.
+
+    The weights' shapes are compared with the ones the config describes before the model is built, so a small
+    file claiming a huge model is refused without allocating it.
 
     Raises:
         CheckpointError: the stored config or weights do not fit the model they describe.
@@ -91,10 +256,26 @@ def restore_model(checkpoint: dict[str, Any], path: Path) -> tuple[Config, nn.Mo
     try:
         config = validate_settings(checkpoint["config"])
         shape = checkpoint["model"]
-        model = build_model(config.impl, shape["num_inputs"], config.hidden, shape["num_outputs"], config.sigma,
-                            config.activation, config.dropout, config.init)
+        arguments = (config.impl, shape["num_inputs"], config.hidden, shape["num_outputs"], config.sigma,
+                     config.activation, config.dropout, config.init)
+        expected = parameter_shapes(config.impl, shape["num_inputs"], config.hidden, shape["num_outputs"],
+                                    config.dropout)
+        problem = state_shape_problem(expected, checkpoint["model_state"])
+        if problem:
+            raise CheckpointError(problem)
+        model = build_model(*arguments)
         model.load_state_dict(checkpoint["model_state"])
     except (MlpError, KeyError, TypeError, RuntimeError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path}: checkpoint does not describe a usable model ({reason})") from err
     return config, model
+
+
+def state_shape_problem(expected: dict[str, tuple[int, ...]], saved: dict[str, torch.Tensor]) -> str | None:
+    """How the saved weights differ from the model's (missing or extra names, another shape), or None."""
+    if expected.keys() != saved.keys():
+        return f"weights {', '.join(sorted(saved))} do not match the model's {', '.join(sorted(expected))}"
+    for name, shape in expected.items():
+        if tuple(saved[name].shape) != shape:
+            return f"{name} has shape {tuple(saved[name].shape)} but the stored config describes {shape}"
+    return None

@@ -140,7 +140,7 @@ def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             if rank and err.same_on_every_rank:
                 raise typer.Exit(err.exit_code) from None
             # markup=False: rich would read text such as "[train]" as a style tag and drop it
-            stderr.print(f"error: {f'rank {rank}: ' if rank else ''}{err}", markup=False, soft_wrap=True)
+            stderr.print(f"{err.prefix}{f'rank {rank}: ' if rank else ''}{err}", markup=False, soft_wrap=True)
             raise typer.Exit(err.exit_code) from None
 
     return wrapper
@@ -317,8 +317,8 @@ def train_command(
     quiet: Annotated[bool, typer.Option(
         "--quiet", "-q", help="No progress display; only the result.", rich_help_panel=RUN)] = False,
     resume: Annotated[Path | None, typer.Option(
-        metavar="PATH", help="Continue the run of this checkpoint (runs/NAME/last.pt) exactly where it stopped; "
-                             f"only {RESUMABLE_FLAGS} may change.", rich_help_panel=RUN)] = None,
+        metavar="PATH", help="Continue the run of this checkpoint (runs/NAME/last.pt, or the run folder) exactly "
+                             f"where it stopped; only {RESUMABLE_FLAGS} may change.", rich_help_panel=RUN)] = None,
 ) -> None:
     """Train an MLP and save metrics and checkpoints (last.pt, best.pt) in a new run folder.
 
@@ -344,6 +344,12 @@ def train_command(
         raise MlpError("--resume continues a run in its own folder with its own settings: "
                        "leave out --config and --out")
     settings = load_config(config, flags) if resume is None else None
+    if resume is not None and resume.is_dir():
+        from mlp_cli.runs import LAST_CHECKPOINT
+
+        resume = resume / LAST_CHECKPOINT
+        if resume.exists():  # else the one line is the error that names the missing file
+            stderr.print(f"resuming {resume}", markup=False, soft_wrap=True)
     if nproc_per_node is not None:
         from mlp_cli.data import locate_dataset
         from mlp_cli.launch import check_can_launch, launch_training
@@ -406,7 +412,8 @@ def as_arguments(options: dict[str, Any]) -> list[str]:
 @reports_errors
 def eval_command(
     checkpoint: Annotated[Path, typer.Argument(
-        metavar="CHECKPOINT", help="A checkpoint from a run folder, e.g. runs/NAME/best.pt.")],
+        metavar="CHECKPOINT", help="A checkpoint from a run folder, e.g. runs/NAME/best.pt; a run folder means its "
+                                   "best.pt.")],
     split: Annotated[Split, choice_option(SPLITS, "Which split to evaluate.")] = "test",
     data_dir: DataDirOption = None,
     device: Annotated[str, typer.Option(
@@ -424,6 +431,12 @@ def eval_command(
     from mlp_cli.evaluation import evaluate_checkpoint
     from mlp_cli.plots import check_image_path
 
+    if checkpoint.is_dir():
+        from mlp_cli.runs import BEST_CHECKPOINT
+
+        checkpoint = checkpoint / BEST_CHECKPOINT
+        if checkpoint.exists():  # else the one line is the error that names the missing file
+            stderr.print(f"evaluating {checkpoint}", markup=False, soft_wrap=True)
     for option, path in (("--confusion", confusion), ("--errors", errors)):
         if path is not None:
             check_image_path(path, option)  # before the evaluation, not after it

@@ -137,7 +137,11 @@ def load_config(path: Path | None = None, overrides: Mapping[str, Any] | None = 
     settings: dict[str, Any] = {}
     sources: dict[str, str] = {}
     if path is not None:
-        for key, value in read_toml(path).items():
+        values = read_toml(path)
+        if not values:  # an empty or truncated file would otherwise train silently with the defaults
+            raise ConfigError(f"{path}: config file holds no settings (empty); give at least one, e.g. "
+                              f'impl = "{Config.impl}"')
+        for key, value in values.items():
             settings[key], sources[key] = value, f"{path}: {key}"
     for key, value in (overrides or {}).items():
         if value is not None:

@@ -114,8 +114,6 @@ def draw_curves(run_dir: Path, rows: list[dict]) -> Path:
     try:
         plot_curves([(run_dir.name, rows)], temporary)
         temporary.replace(path)
-    except OSError as err:
-        raise MlpError(f"{path}: cannot write the image ({err.strerror or err})") from err
     finally:
         temporary.unlink(missing_ok=True)
     return path
@@ -125,6 +123,8 @@ def serve(requests: IO[str]) -> None:
     """Draw each request (a JSON line: run_dir and rows) until the input ends; warn once if drawing fails."""
     import matplotlib.backends.backend_agg  # noqa: F401  (the slow import, done while training starts)
 
+    from mlp_cli.plots import CURVES_FILE
+
     warned = False
     for line in requests:
         request = json.loads(line)
@@ -132,7 +132,10 @@ def serve(requests: IO[str]) -> None:
             draw_curves(Path(request["run_dir"]), request["rows"])
         except Exception as err:  # a picture must never cost the run: say it once, keep serving
             if not warned:
-                print(f"warning: curves.png not drawn: {err}", file=sys.stderr)
+                reason = (err.strerror if isinstance(err, OSError) and err.strerror
+                          else str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__)
+                print(f"warning: cannot draw {Path(request['run_dir']) / CURVES_FILE} ({reason}); training goes on",
+                      file=sys.stderr, flush=True)
                 warned = True
 
 

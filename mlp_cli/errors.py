@@ -5,6 +5,7 @@ class MlpError(Exception):
     """A problem the user can fix: bad flags, missing data, a broken checkpoint."""
 
     exit_code = 1
+    prefix = "error: "  # how the CLI's one line starts
     # under torchrun: raised alike by every process (they decided together), so rank 0 alone reports it
     same_on_every_rank = False
 
@@ -27,6 +28,7 @@ class TrainingStoppedError(MlpError):
     """Training stopped early on purpose (a signal) and saved where to resume; exit_code follows the signal."""
 
     same_on_every_rank = True  # the ranks agree to stop, after the same batch
+    prefix = ""  # not a failure: the message itself says "stopped in epoch ..." and how to resume
 
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)

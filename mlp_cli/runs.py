@@ -3,8 +3,10 @@
 No torch here, so `mlp runs` answers at once.
 """
 
+import contextlib
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -18,6 +20,9 @@ CONFIG_FILE = "config.toml"
 METRICS_FILE = "metrics.jsonl"
 LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
+# what writes interrupted by a kill leave behind: .last.pt.PID.tmp, .config.toml.PID.tmp, .curves.png.tmp.png, ...
+TEMPORARY_PATTERNS = (".config.toml.*tmp", ".metrics.jsonl.*tmp", ".last.pt.*tmp", ".best.pt.*tmp", ".curves.png.tmp*")
+MAX_SAME_NAME = 1000  # runs started in the same second get -2, -3, ...
 
 
 # the columns every metrics.jsonl row has (EpochMetrics); the others may be None on epochs not evaluated
@@ -184,35 +189,106 @@ def find_run_dirs(folder: Path) -> list[Path]:
     return inside or [folder]
 
 
-def create_run_dir(out: Path | None, impl: str, overwrite: bool = False) -> Path:
-    """A new, empty run folder: out if given, else runs/DATE-TIME-IMPL (never an existing run's folder).
+def create_run_dir(out: Path | None, impl: str, config_text: str, overwrite: bool = False) -> Path:
+    """A new run folder holding config_text as its config.toml: out if given, else runs/DATE-TIME-IMPL.
 
-    overwrite allows an explicit out that holds a run: its run files are removed first.
+    Writing config.toml claims the folder: it appears complete or not at all, and only if no run holds the
+    folder, so two runs started at once can never both claim it. Leftover temporary files of a run killed
+    while saving are removed. overwrite allows an explicit out that holds a run: its run files are removed first.
 
     Raises:
-        MlpError: out already holds files (and overwrite is off), or cannot be created.
+        MlpError: out already holds files (and overwrite is off), or the folder or its config cannot be written.
     """
     try:
-        if out is not None:
-            if out.exists() and not out.is_dir():
-                raise MlpError(f"--out {out}: is a file, expected a folder for the run")
-            if out.exists() and any(out.iterdir()):
-                if not overwrite:
-                    raise MlpError(f"--out {out}: already exists and is not empty; runs are never overwritten: "
-                                   "choose a new folder, or pass --overwrite to replace that run")
-                for name in (CONFIG_FILE, METRICS_FILE, LAST_CHECKPOINT, BEST_CHECKPOINT):
-                    (out / name).unlink(missing_ok=True)
+        if out is None:
+            run_dir = make_new_folder(impl)
+        else:
+            run_dir = out
+            prepare_out_folder(out, overwrite)
             out.mkdir(parents=True, exist_ok=True)
-            return out
-        stem = f"{datetime.now():%Y%m%d-%H%M%S}-{impl}"
-        RUNS_ROOT.mkdir(parents=True, exist_ok=True)
-        for attempt in range(1, 1000):
-            run_dir = RUNS_ROOT / (stem if attempt == 1 else f"{stem}-{attempt}")
-            try:
-                run_dir.mkdir()
-                return run_dir
-            except FileExistsError:
-                continue
+        try:
+            write_text_atomically(run_dir / CONFIG_FILE, config_text, exclusive=True)
+        except FileExistsError as err:
+            raise MlpError(f"--out {out}: another run claimed this folder just now; choose a new folder") from err
+        except OSError:
+            if out is None:  # the folder was made for this run: leave nothing behind
+                with contextlib.suppress(OSError):
+                    run_dir.rmdir()
+            raise
     except OSError as err:
-        raise MlpError(f"cannot create a run folder ({err})") from err
+        raise MlpError(f"{out or RUNS_ROOT}: cannot create a run folder there ({err.strerror or err})") from err
+    return run_dir
+
+
+def prepare_out_folder(out: Path, overwrite: bool) -> None:
+    """Check that out may receive a new run (it holds no run files, or overwrite is on) and clear it for one."""
+    if out.exists() and not out.is_dir():
+        raise MlpError(f"--out {out}: is a file, expected a folder for the run")
+    if not out.exists():
+        return
+    # what a killed run's writes left does not make a folder a run (and is checked before anything is deleted)
+    if any(not is_temporary(path) for path in out.iterdir()):
+        if not overwrite:
+            raise MlpError(f"--out {out}: already exists and is not empty; runs are never overwritten: "
+                           "choose a new folder, or pass --overwrite to replace that run")
+        for name in (CONFIG_FILE, METRICS_FILE, LAST_CHECKPOINT, BEST_CHECKPOINT):
+            (out / name).unlink(missing_ok=True)
+    remove_temporary_files(out)
+
+
+def make_new_folder(impl: str) -> Path:
+    """A folder runs/DATE-TIME-IMPL that did not exist: mkdir fails for a name another run took first."""
+    stem = f"{datetime.now():%Y%m%d-%H%M%S}-{impl}"
+    RUNS_ROOT.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, MAX_SAME_NAME):
+        run_dir = RUNS_ROOT / (stem if attempt == 1 else f"{stem}-{attempt}")
+        try:
+            run_dir.mkdir()
+            return run_dir
+        except FileExistsError:
+            continue
     raise MlpError(f"{RUNS_ROOT}: too many runs named {stem}-*")
+
+
+def is_temporary(path: Path) -> bool:
+    """Whether path is one of the temporary files (.NAME.PID.tmp) that a write makes before its file is replaced."""
+    return any(path.match(pattern) for pattern in TEMPORARY_PATTERNS)
+
+
+def remove_temporary_files(run_dir: Path) -> None:
+    """Delete the temporary files that a run killed while writing left in run_dir."""
+    for path in run_dir.iterdir():
+        if is_temporary(path):
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
+def write_text_atomically(path: Path, text: str, exclusive: bool = False) -> None:
+    """Write text to path through a synced temporary file, so path never holds a part of it.
+
+    exclusive: fail with FileExistsError if path exists. The complete file is hard-linked into place, which
+    fails if the name is taken: the check and the write are one step. Where the file system has no hard
+    links, an empty file created with O_EXCL claims the name first and the text then replaces it.
+
+    Raises:
+        OSError: the folder is not writable, the disk is full, the file is too large, ...
+    """
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "w", encoding="utf-8") as file:  # TOML and JSON lines are UTF-8
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        if not exclusive:
+            os.replace(temporary, path)
+            return
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            raise  # the name is taken: that is the answer
+        except OSError:  # no hard links here (e.g. FAT, some network shares)
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
+            os.replace(temporary, path)
+    finally:
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)

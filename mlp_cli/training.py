@@ -9,7 +9,6 @@ import functools
 import hashlib
 import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from torch import nn
 from torch.nn import functional
 
 from mlp_cli.augment import augment_batch
-from mlp_cli.checkpoint import load_checkpoint, restore_model, save_checkpoint
+from mlp_cli.checkpoint import is_int, is_number, load_checkpoint, restore_model, save_checkpoint
 from mlp_cli.config import RESUMABLE_CHANGES, Config, config_to_dict, config_to_toml, validate_settings
 from mlp_cli.data import DataModule, hold_out, load_data
 from mlp_cli.devices import prepare_device
@@ -29,7 +28,15 @@ from mlp_cli.errors import CheckpointError, ConfigError, MlpError, TrainingDiver
 from mlp_cli.events import NULL_REPORTER, BatchProgress, EpochMetrics, FitResult, Reporter, TrainingPlan
 from mlp_cli.models import build_model
 from mlp_cli.optim import SGD, Optimizer
-from mlp_cli.runs import BEST_CHECKPOINT, CONFIG_FILE, LAST_CHECKPOINT, METRICS_FILE, create_run_dir
+from mlp_cli.runs import (
+    BEST_CHECKPOINT,
+    CONFIG_FILE,
+    LAST_CHECKPOINT,
+    METRICS_FILE,
+    create_run_dir,
+    remove_temporary_files,
+    write_text_atomically,
+)
 from mlp_cli.signals import StopRequest
 
 REPORT_INTERVAL_SECONDS = 0.1  # each report reads the loss back from the device: a few times a second at most
@@ -218,7 +225,21 @@ FRESH_RUN = RunState(None, [], None, None, None)
 
 def make_optimizer(model: nn.Module, config: Config) -> Optimizer:
     """Minibatch SGD as in the book (written out, see optim.py), SGD with momentum, Adam (the Flux example's
-    choice) or AdamW."""
+    choice) or AdamW.
+
+    Raises:
+        MlpError: torch cannot start an optimizer: its first one imports torch._dynamo, which needs a
+            writable temporary folder (not the case under `ulimit -f 0` or with a read-only /tmp).
+    """
+    try:
+        return choose_optimizer(model, config)
+    except OSError as err:
+        raise MlpError(f"torch cannot start the {config.optimizer} optimizer ({err.strerror or err}); it needs "
+                       "a writable temporary folder (set TMPDIR to one)") from err
+
+
+def choose_optimizer(model: nn.Module, config: Config) -> Optimizer:
+    """The optimizer config names, over model's parameters."""
     parameters, lr, decay = model.parameters(), config.lr, config.weight_decay
     if config.optimizer == "momentum":
         return torch.optim.SGD(parameters, lr=lr, momentum=config.momentum, weight_decay=decay)
@@ -274,9 +295,8 @@ def fit(model: nn.Module, data: DataModule, config: Config, run_dir: Path, repor
         generator.set_state(state.order_state)
         torch.set_rng_state(state.torch_rng)
     history = list(state.history)
-    selected_by = "val" if config.val_size else "test"
-    scored = [row for row in history if selection_accuracy(row, selected_by) is not None]
-    best_epoch = max(scored, key=lambda row: selection_accuracy(row, selected_by)).epoch if scored else 0
+    selected_by = selection_split(config)
+    best_epoch = find_best_epoch(history, selected_by)
     last_good = str(run_dir / LAST_CHECKPOINT) if history else "none (no epoch finished)"
     for epoch in range(len(history) + 1, config.epochs + 1):
         for group in optimizer.param_groups:
@@ -299,25 +319,42 @@ def fit(model: nn.Module, data: DataModule, config: Config, run_dir: Path, repor
         reporter.on_batch(BatchProgress(epoch, progress.samples_done, progress.loss_sum.item() / progress.samples_done,
                                         dict(model.named_parameters())))
         history.append(measure_epoch(model, data, config, epoch, progress, last_good, ranks))
-        ranks.on_main(functools.partial(write_metrics, run_dir, history))
-        reporter.on_epoch(history[-1])
         accuracy = selection_accuracy(history[-1], selected_by)
         is_best = accuracy is not None and (
             best_epoch == 0 or accuracy > selection_accuracy(history[best_epoch - 1], selected_by))
         best_epoch = epoch if is_best else best_epoch
         checkpoint = make_checkpoint(model, optimizer, data, config, history, None, generator, ranks)
         saved = [run_dir / LAST_CHECKPOINT, *([run_dir / BEST_CHECKPOINT] if is_best else [])]
-        ranks.on_main(functools.partial(save_checkpoints, checkpoint, saved))
+        ranks.on_main(functools.partial(save_epoch, checkpoint, saved, run_dir, history))
         last_good = str(run_dir / LAST_CHECKPOINT)
+        reporter.on_epoch(history[-1])  # after the files: a reporter that fails (a picture) costs no checkpoint
         for path in saved:
             reporter.on_checkpoint(path)
     return FitResult(run_dir, history, best_epoch, selected_by)
 
 
-def save_checkpoints(checkpoint: dict[str, Any], paths: list[Path]) -> None:
-    """The same checkpoint at each path (last.pt, and best.pt when the epoch is the best so far)."""
+def save_epoch(checkpoint: dict[str, Any], paths: list[Path], run_dir: Path, history: list[EpochMetrics]) -> None:
+    """Save a finished epoch: last.pt, then best.pt when the epoch is the best so far, then metrics.jsonl.
+
+    In this order a kill between two writes leaves best.pt and metrics.jsonl at most one epoch behind last.pt,
+    never ahead of it, and that epoch is in last.pt: resuming brings both up to date (repair_run_files).
+    Writing best.pt first instead would leave, after such a kill, a best.pt of an epoch that no other file
+    records, and the previous best lost.
+    """
     for path in paths:
         save_checkpoint(checkpoint, path)
+    write_metrics(run_dir, history)
+
+
+def selection_split(config: Config) -> str:
+    """The split whose accuracy chooses best.pt: the held-out validation split if any, else test (D2L's way)."""
+    return "val" if config.val_size else "test"
+
+
+def find_best_epoch(history: list[EpochMetrics], split: str) -> int:
+    """The first epoch with the highest accuracy on split (as fit keeps best.pt), or 0 if none was measured."""
+    scored = [row for row in history if selection_accuracy(row, split) is not None]
+    return max(scored, key=lambda row: selection_accuracy(row, split)).epoch if scored else 0
 
 
 def learning_rate(config: Config, epoch: int) -> float:
@@ -363,12 +400,9 @@ def measure_epoch(model: nn.Module, data: DataModule, config: Config, epoch: int
 def write_metrics(run_dir: Path, history: list[EpochMetrics]) -> None:
     """Rewrite metrics.jsonl from the history, atomically: after a resume it matches the checkpoint exactly."""
     path = run_dir / METRICS_FILE
-    temporary = path.with_name(f".{path.name}.tmp")
     try:
-        temporary.write_text("".join(json.dumps(dataclasses.asdict(row)) + "\n" for row in history))
-        os.replace(temporary, path)
+        write_text_atomically(path, "".join(json.dumps(dataclasses.asdict(row)) + "\n" for row in history))
     except OSError as err:
-        temporary.unlink(missing_ok=True)
         raise MlpError(f"{path}: cannot write metrics ({err.strerror or err})") from err
 
 
@@ -401,9 +435,7 @@ def seed_rank(config: Config, ranks: Ranks) -> None:
 
 def start_run_dir(out: Path | None, config: Config, overwrite: bool) -> Path:
     """A new run folder holding the resolved config."""
-    run_dir = create_run_dir(out, config.impl, overwrite)
-    (run_dir / CONFIG_FILE).write_text(config_to_toml(config))
-    return run_dir
+    return create_run_dir(out, config.impl, config_to_toml(config), overwrite)
 
 
 def train(config: Config, out: Path | None = None, reporter: Reporter = NULL_REPORTER,
@@ -453,15 +485,97 @@ def load_resumable(path: Path, overrides: dict[str, Any]) -> tuple[dict[str, Any
     Raises:
         MlpError: the checkpoint is not resumable, a flag conflicts with it, or there is nothing left to do.
     """
+    last = path.parent / LAST_CHECKPOINT
+    if path.name != LAST_CHECKPOINT and last.is_file() and path.is_file() and not path.samefile(last):
+        # resuming writes the folder's last.pt: from another checkpoint it would overwrite later epochs
+        raise CheckpointError(f"{path}: only a run's last checkpoint can be resumed, and resuming from this one "
+                              f"would overwrite {last}; resume with: mlp train --resume {last}")
     checkpoint = load_checkpoint(path)
     if "optimizer_state" not in checkpoint or "rng" not in checkpoint:
         raise CheckpointError(f"{path}: checkpoint has no optimizer or RNG state, so it cannot be resumed")
     saved, model = restore_model(checkpoint, path)
     config = resumed_config(saved, overrides, path)
+    check_optimizer_state(checkpoint["optimizer_state"], model, config, path)
     if checkpoint["epoch"] >= config.epochs:
+        if launched_ranks().is_main:  # a finished run killed between its last writes is still made whole
+            repair_run_files(path.parent, checkpoint, config)
         raise ConfigError(f"{path}: the run already has {checkpoint['epoch']} epochs; pass --epochs N with N > "
                           f"{checkpoint['epoch']} to train further")
     return checkpoint, config, model
+
+
+def check_optimizer_state(state: dict[str, Any], model: nn.Module, config: Config, path: Path) -> None:
+    """Raise CheckpointError unless the saved optimizer state fits the model and the optimizer config names.
+
+    torch's load_state_dict accepts a state whose tensors have other shapes, or whose settings are strings,
+    and the run would fail later inside optimizer.step with a traceback.
+    """
+    fresh = make_optimizer(model, config)
+    expected = fresh.state_dict()["param_groups"]
+    groups, shapes = state["param_groups"], [parameter.shape for parameter in model.parameters()]
+    problem = None
+    if len(groups) != len(expected) or any(group.get("params") != want["params"]
+                                           for group, want in zip(groups, expected, strict=False)):
+        problem = "its parameter groups are not those of the model"
+    elif any(not is_like(group[key], want[key]) for group, want in zip(groups, expected, strict=True)
+             for key in want.keys() & group.keys() - {"params"}):  # another torch may know other settings
+        problem = "a setting of its parameter groups has the wrong type"
+    elif not all(is_int(index) and 0 <= index < len(shapes) and isinstance(entry, dict) and all(
+            isinstance(value, torch.Tensor) and (value.dim() == 0 or value.shape == shapes[index])
+            for value in entry.values()) for index, entry in state["state"].items()):
+        problem = "its per-parameter state does not fit the model's parameters"
+    else:
+        try:
+            fresh.load_state_dict(state)
+        except (ValueError, KeyError, TypeError, RuntimeError) as err:
+            problem = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if problem:
+        raise CheckpointError(f"{path}: damaged checkpoint, the optimizer state cannot be resumed ({problem})")
+
+
+def is_like(saved: Any, expected: Any) -> bool:
+    """Whether an optimizer setting read from a checkpoint has the kind of value torch's own has."""
+    if is_number(expected):
+        return is_number(saved)
+    if isinstance(expected, tuple | list):
+        return (isinstance(saved, tuple | list) and len(saved) == len(expected)
+                and all(is_like(item, want) for item, want in zip(saved, expected, strict=True)))
+    return type(saved) is type(expected)
+
+
+def repair_run_files(run_dir: Path, checkpoint: dict[str, Any], config: Config) -> None:
+    """Bring metrics.jsonl and best.pt up to date with last.pt (checkpoint), which a kill between the writes of
+    an epoch (save_epoch) may have left one epoch behind; and remove what interrupted writes left.
+
+    Raises:
+        MlpError: a file cannot be written.
+    """
+    remove_temporary_files(run_dir)
+    history = [EpochMetrics(**row) for row in checkpoint["metrics"]]
+    write_metrics(run_dir, history)
+    best_epoch = find_best_epoch(history, selection_split(config))
+    if best_epoch == 0 or best_epoch != checkpoint["epoch"] or checkpoint.get("progress") is not None:
+        return  # best.pt is only ever behind by last.pt's own epoch, saved at its end
+    best = run_dir / BEST_CHECKPOINT
+    try:
+        is_current = load_checkpoint(best)["epoch"] == best_epoch
+    except CheckpointError:  # missing, or a half-written file that a kill left
+        is_current = False
+    if not is_current:
+        save_checkpoint(checkpoint, best)
+
+
+def write_config(run_dir: Path, config: Config) -> None:
+    """Replace run_dir/config.toml with config in one step.
+
+    Raises:
+        MlpError: the folder is not writable or the disk is full.
+    """
+    path = run_dir / CONFIG_FILE
+    try:
+        write_text_atomically(path, config_to_toml(config))
+    except OSError as err:
+        raise MlpError(f"{path}: cannot write the run's config ({err.strerror or err})") from err
 
 
 def rank_rng_state(saved: dict[str, Any], config: Config, ranks: Ranks) -> torch.Tensor:
@@ -477,7 +591,8 @@ def rank_rng_state(saved: dict[str, Any], config: Config, ranks: Ranks) -> torch
 
 def resume_run(path: Path, overrides: dict[str, Any], reporter: Reporter = NULL_REPORTER,
                stop: StopRequest | None = None) -> FitResult:
-    """Continue the run that wrote checkpoint path, in its own folder, exactly where it stopped.
+    """Continue the run that wrote checkpoint path (or the run folder path), in its own folder, exactly where it
+    stopped.
 
     Under torchrun every process reads the checkpoint (on several machines, path must be visible to all),
     whatever the number of processes that wrote it.
@@ -486,13 +601,15 @@ def resume_run(path: Path, overrides: dict[str, Any], reporter: Reporter = NULL_
         MlpError: the checkpoint is not resumable, a flag conflicts with it, or there is nothing left to do.
     """
     ranks = launched_ranks()
+    path = path / LAST_CHECKPOINT if path.is_dir() else path  # a run folder resumes from its last.pt
     checkpoint, config, model = load_resumable(path, overrides)
     device, threads = prepare_device(config, ranks)
     data = load_training_data(config, device)
     model.to(device)
     with process_group(ranks, device, config.backend, config.dist_timeout) as ranks:
         run_dir = path.parent
-        ranks.on_main(functools.partial((run_dir / CONFIG_FILE).write_text, config_to_toml(config)))
+        ranks.on_main(functools.partial(write_config, run_dir, config))
+        ranks.on_main(functools.partial(repair_run_files, run_dir, checkpoint, config))
         history = [EpochMetrics(**row) for row in checkpoint["metrics"]]
         state = RunState(checkpoint["optimizer_state"], history, checkpoint.get("progress"),
                          checkpoint["rng"]["data_order"], rank_rng_state(checkpoint["rng"], config, ranks))

@@ -128,10 +128,14 @@ def test_missing_checkpoint_is_a_one_line_error() -> None:
     assert_one_line_error(invoke("eval", "nowhere/best.pt"), "nowhere/best.pt", "no such checkpoint")
 
 
-def test_unreadable_checkpoint_is_a_one_line_error(tmp_path: Path) -> None:
+def test_a_file_torch_did_not_write_is_said_to_be_no_checkpoint_rather_than_unsafe(tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"this is not a checkpoint\n" * 80)  # fixed bytes: random ones fail in varying ways
-    assert_one_line_error(invoke("eval", garbage), "garbage.pt", "not a readable checkpoint")
+    assert_one_line_error(invoke("eval", garbage), "garbage.pt", "not a checkpoint (not a file saved by torch")
+    (tmp_path / "README.md").write_text("# mlp\n\nTrain MLPs.\n")
+    result = invoke("eval", tmp_path / "README.md")
+    assert_one_line_error(result, "README.md: not a checkpoint")
+    assert "safe" not in result.stderr
 
 
 def test_damaged_pickle_bytes_give_one_line_without_torchs_warning(tmp_path: Path, recwarn) -> None:
@@ -158,7 +162,16 @@ def test_a_checkpoint_that_would_run_code_is_refused_and_the_code_does_not_run(t
 
 
 def test_a_folder_given_as_checkpoint_is_a_one_line_error(tmp_path: Path) -> None:
-    assert_one_line_error(invoke("eval", tmp_path), "is a folder")
+    (tmp_path / "empty").mkdir()
+    assert_one_line_error(invoke("eval", tmp_path / "empty"), "empty/best.pt", "no such checkpoint")
+
+
+def test_eval_of_a_run_folder_evaluates_its_best_checkpoint_and_says_so(data_dir: Path) -> None:
+    assert invoke("train", "--data-dir", data_dir, "--out", "run", *SMALL).exit_code == 0
+    result = invoke("eval", "run", "--json")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.strip() == "evaluating run/best.pt"
+    assert json.loads(result.stdout)["checkpoint"] == "run/best.pt"
 
 
 def test_a_torch_file_that_is_not_a_checkpoint_is_a_one_line_error(tmp_path: Path) -> None:

@@ -95,6 +95,12 @@ def test_malformed_toml_is_a_config_error_naming_the_file(tmp_path: Path) -> Non
         load_config(write_toml(tmp_path, "lr = = 0.1\n"))
 
 
+@pytest.mark.parametrize("text", ["", "\n# only a comment\n"], ids=["empty", "comments only"])
+def test_a_config_file_without_settings_is_an_error_not_the_defaults(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ConfigError, match=r"settings\.toml: config file holds no settings \(empty\)"):
+        load_config(write_toml(tmp_path, text))
+
+
 def test_missing_config_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.toml")

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 from mlp_cli.config import load_config
 from mlp_cli.curves import CurvesReporter, serve
-from mlp_cli.events import EpochMetrics
+from mlp_cli.events import EpochMetrics, ReporterGroup
 from mlp_cli.plots import plot_curves
 from mlp_cli.runs import read_metrics
 from mlp_cli.training import resume_run, train
@@ -66,7 +66,7 @@ def test_a_drawing_that_fails_is_one_warning_and_the_drawer_goes_on(tmp_path: Pa
                 for folder in (blocked, blocked, fine)]
     serve(io.StringIO("".join(requests)))
     warnings = capsys.readouterr().err.strip().splitlines()
-    assert len(warnings) == 1 and warnings[0].startswith("warning: curves.png not drawn")
+    assert warnings == [f"warning: cannot draw {blocked / 'curves.png'} (Is a directory); training goes on"]
     assert (fine / "curves.png").read_bytes().startswith(PNG_SIGNATURE)
 
 
@@ -78,3 +78,19 @@ def test_training_goes_on_when_the_drawer_is_gone(tmp_path: Path) -> None:
     curves._drawer.wait()
     curves.on_epoch(EpochMetrics(2, 1.5, 0.5, test_loss=1.4, test_accuracy=0.6))  # no exception
     curves.close()
+
+
+def test_a_picture_that_cannot_be_drawn_warns_once_and_training_goes_on(data_dir: Path, capfd) -> None:
+    class FolderWhereThePictureGoes:
+        def on_start(self, plan: object) -> None:
+            (Path(plan.run_dir) / "curves.png").mkdir()
+
+        def on_batch(self, progress: object) -> None: ...
+        def on_epoch(self, metrics: object) -> None: ...
+        def on_checkpoint(self, path: Path) -> None: ...
+
+    with CurvesReporter(min_interval=0) as curves:
+        train(small_config(data_dir, epochs=2), Path("run"), ReporterGroup(FolderWhereThePictureGoes(), curves))
+    warnings = [line for line in capfd.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert warnings == ["warning: cannot draw run/curves.png (Is a directory); training goes on"]
+    assert curves.drawings_requested == 2 and len(read_metrics(Path("run"))) == 2

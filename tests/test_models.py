@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from mlp_cli.activations import relu
-from mlp_cli.models import MLPConcise, MLPScratch, build_model
+from mlp_cli.models import MLPConcise, MLPScratch, build_model, parameter_shapes
 
 
 def copy_scratch_into_concise(scratch: MLPScratch, concise: nn.Module) -> None:
@@ -214,3 +214,12 @@ def test_the_book_init_keeps_each_models_own_initialisation() -> None:
     concise = build_model("concise", 784, [512], 10, 0.05)  # torch's default: uniform, bound 1/sqrt(fan_in)
     assert concise[1].weight.abs().max().item() <= 1 / 784 ** 0.5
     assert torch.count_nonzero(concise[1].bias) > 0
+
+
+@pytest.mark.parametrize("impl", ["scratch", "concise"])
+@pytest.mark.parametrize("hidden", [(5,), (6, 4), (3, 2, 7)])
+@pytest.mark.parametrize("dropout", [0.0, 0.5])
+def test_parameter_shapes_are_those_build_model_makes(impl: str, hidden: tuple[int, ...], dropout: float) -> None:
+    model = build_model(impl, 12, hidden, 3, 0.01, dropout=dropout)
+    built = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    assert parameter_shapes(impl, 12, hidden, 3, dropout) == built

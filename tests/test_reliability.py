@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import torch
 from conftest import write_dataset
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from PIL import Image
 from typer.testing import CliRunner
 
 from mlp_cli import checkpoint as checkpoint_module
@@ -254,7 +256,8 @@ def test_a_signal_saves_a_resumable_checkpoint_and_exits_with_the_shell_code(
     process.send_signal(signal_number)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == exit_code, stderr
-    assert "Traceback" not in stderr
+    assert "Traceback" not in stderr and "error" not in stderr  # a stop on request is no failure
+    assert stderr.rstrip().splitlines()[-1].startswith("stopped in epoch ")
     assert f"resume with: mlp train --resume {tmp_path / 'run' / 'last.pt'}" in stderr
     saved = load_checkpoint(tmp_path / "run" / "last.pt")
     more = str(saved["epoch"] + 1)
@@ -313,3 +316,302 @@ def test_checkpoints_in_a_run_folder_are_never_left_half_written(data_dir: Path)
     train(small_config(data_dir, epochs=2), Path("run"))
     assert not [path for path in Path("run").iterdir() if path.name.startswith(".")]
     assert os.path.getsize("run/last.pt") > 0
+
+
+class Killed(BaseException):
+    """What a kill -9 or a second Ctrl-C does to a run: it ends at once, no handler runs."""
+
+
+def kill_when_saving(monkeypatch: pytest.MonkeyPatch, name: str, epoch: int, midway: bool = False):
+    """Make the run die the first time it saves name (last.pt or best.pt) at the end of epoch: before the
+    write starts, or (midway) with half of the file written, as a second Ctrl-C inside the write would.
+
+    Returns a function that brings back the real saving, for the next command (a new process in real life)."""
+    from mlp_cli import training
+
+    real_save, real_torch_save = training.save_checkpoint, checkpoint_module.torch.save
+    armed = {"save": True}
+
+    def torch_save_half(obj: dict, file) -> None:
+        real_torch_save(obj, file)
+        file.truncate(file.tell() // 2)
+        raise Killed
+
+    def save(checkpoint: dict, path: Path) -> None:
+        if armed["save"] and path.name == name and checkpoint["epoch"] == epoch:
+            armed["save"] = False
+            if not midway:
+                raise Killed
+            monkeypatch.setattr(checkpoint_module.torch, "save", torch_save_half)
+        real_save(checkpoint, path)
+
+    monkeypatch.setattr(training, "save_checkpoint", save)
+
+    def restore() -> None:
+        monkeypatch.setattr(training, "save_checkpoint", real_save)
+        monkeypatch.setattr(checkpoint_module.torch, "save", real_torch_save)
+
+    return restore
+
+
+def best_epoch_in_metrics(run_dir: Path) -> int:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return max(rows, key=lambda row: row["test_accuracy"])["epoch"]
+
+
+def evaluated_epoch(checkpoint: str) -> int:
+    result = runner.invoke(app, ["eval", checkpoint, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)["epoch"]
+
+
+LEARNS_EVERY_EPOCH = {"optimizer": "adam", "lr": 0.01}  # here: test accuracy rises in epochs 1 to 3
+
+
+@pytest.mark.parametrize(("epoch", "midway"), [(1, False), (2, False), (2, True)],
+                         ids=["killed before any best.pt", "killed between last.pt and best.pt",
+                              "killed inside the best.pt write"])
+def test_after_a_kill_while_saving_a_resume_makes_best_pt_the_epoch_the_metrics_call_best(
+        data_dir: Path, monkeypatch: pytest.MonkeyPatch, epoch: int, midway: bool) -> None:
+    restart = kill_when_saving(monkeypatch, "best.pt", epoch, midway)
+    with pytest.raises(Killed):
+        train(small_config(data_dir, epochs=epoch, **LEARNS_EVERY_EPOCH), Path("run"))
+    restart()
+    result = runner.invoke(app, ["train", "--resume", "run/last.pt"])  # nothing left to train
+    assert result.exit_code == 1 and f"already has {epoch} epochs" in result.stderr
+    assert load_checkpoint(Path("run/last.pt"))["epoch"] == epoch
+    assert evaluated_epoch("run/best.pt") == best_epoch_in_metrics(Path("run")) == epoch
+    assert not list(Path("run").glob(".*tmp"))
+
+
+def test_the_summary_after_resuming_a_run_killed_before_best_pt_names_what_best_pt_holds(
+        data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    restart = kill_when_saving(monkeypatch, "best.pt", 3)
+    with pytest.raises(Killed):
+        train(small_config(data_dir, epochs=3, **LEARNS_EVERY_EPOCH), Path("run"))
+    restart()
+    result = runner.invoke(app, ["train", "--resume", "run", "--epochs", "4"])
+    assert result.exit_code == 0, result.output
+    assert "resuming run/last.pt" in result.stderr
+    summary_epoch = int(re.search(r"at epoch (\d+): run/best\.pt", result.stdout).group(1))
+    assert evaluated_epoch("run/best.pt") == summary_epoch == best_epoch_in_metrics(Path("run"))
+
+
+def test_metrics_are_never_ahead_of_the_last_checkpoint(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    kill_when_saving(monkeypatch, "last.pt", 2)
+    with pytest.raises(Killed):
+        train(small_config(data_dir, epochs=3), Path("run"))
+    assert len(Path("run/metrics.jsonl").read_text().splitlines()) == load_checkpoint(Path("run/last.pt"))["epoch"]
+
+
+def test_resuming_from_best_pt_is_refused_rather_than_overwriting_later_epochs(data_dir: Path) -> None:
+    train(small_config(data_dir, epochs=2, **LEARNS_EVERY_EPOCH), Path("run"))
+    Path("run/best.pt").write_bytes(Path("run/last.pt").read_bytes())  # as if epoch 1 were the best
+    before = Path("run/last.pt").read_bytes()
+    result = runner.invoke(app, ["train", "--resume", "run/best.pt", "--epochs", "3"])
+    assert result.exit_code == 1, result.output
+    assert "would overwrite run/last.pt; resume with: mlp train --resume run/last.pt" in result.stderr
+    assert Path("run/last.pt").read_bytes() == before
+
+
+def test_leftover_temporary_files_are_removed_by_a_resume_and_by_overwrite(data_dir: Path) -> None:
+    train(small_config(data_dir, epochs=1), Path("run"))
+    for name in (".last.pt.4242.tmp", ".best.pt.4242.tmp", ".metrics.jsonl.tmp", ".curves.png.tmp.png"):
+        Path("run", name).write_bytes(b"left by a kill -9")
+    resume_run(Path("run/last.pt"), {"epochs": 2})
+    assert not [path.name for path in Path("run").iterdir() if path.name.startswith(".")]
+    Path("run/.last.pt.4242.tmp").write_bytes(b"left by a kill -9")
+    train(small_config(data_dir, epochs=1), Path("run"), overwrite=True)
+    assert not [path.name for path in Path("run").iterdir() if path.name.startswith(".")]
+
+
+def test_an_out_holding_a_run_is_refused_before_any_of_its_files_is_touched(data_dir: Path) -> None:
+    train(small_config(data_dir, epochs=1), Path("run"))
+    Path("run/.last.pt.4242.tmp").write_bytes(b"being written by that run")
+    with pytest.raises(MlpError, match="pass --overwrite"):
+        train(small_config(data_dir, epochs=1), Path("run"))
+    assert Path("run/.last.pt.4242.tmp").read_bytes() == b"being written by that run"
+
+
+def test_a_folder_holding_only_a_killed_runs_temporary_file_can_take_a_new_run(data_dir: Path) -> None:
+    Path("run").mkdir()
+    Path("run/.config.toml.4242.tmp").write_text("impl = ")
+    train(small_config(data_dir, epochs=1), Path("run"))
+    assert load_checkpoint(Path("run/last.pt"))["epoch"] == 1
+
+
+def test_a_disk_full_inside_torchs_writer_is_one_checkpoint_error_and_keeps_the_old_file(
+        data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    train(small_config(data_dir, epochs=1), Path("run"))
+    before = Path("run/last.pt").read_bytes()
+
+    def fail_as_torch_does(obj: object, file) -> None:
+        file.write(before[:100])
+        try:
+            raise OSError(28, "No space left on device")
+        except OSError:  # torch's zip writer then fails on its own, with the OSError as context
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 2624 vs 2518") from None
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", fail_as_torch_does)
+    with pytest.raises(CheckpointError, match=r"^run/last\.pt: cannot save checkpoint \(No space left on device\)$"):
+        save_checkpoint({"epoch": 2}, Path("run/last.pt"))
+    assert Path("run/last.pt").read_bytes() == before
+    assert not list(Path("run").glob(".*tmp"))
+
+
+def run_with_file_size_limit(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """mlp run as `ulimit -f 0` would: every write of a byte fails with EFBIG (as on a full disk)."""
+    import resource
+
+    def no_file_writes() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+
+    # as from a shell: without the cache folder that torch, once imported here, put in the environment
+    env = {key: value for key, value in os.environ.items() if key != "TORCHINDUCTOR_CACHE_DIR"}
+    return subprocess.run([sys.executable, "-m", "mlp_cli", *argv], cwd=cwd, capture_output=True, text=True,
+                          preexec_fn=no_file_writes, timeout=120, env={**env, "PYTHONDONTWRITEBYTECODE": "1"})
+
+
+def assert_one_error_line(stderr: str, *fragments: str) -> None:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in stderr, stderr
+    assert all(fragment in lines[0] for fragment in fragments), stderr
+
+
+def test_a_new_run_that_cannot_write_is_one_line_and_leaves_nothing_that_blocks_its_folder(
+        tmp_path: Path, data_dir: Path) -> None:
+    argv = ["train", "--data-dir", str(data_dir), "--hidden", "8", "--epochs", "1", "--threads", "1", "-q"]
+    failed = run_with_file_size_limit([*argv, "--out", "run"], tmp_path)
+    assert failed.returncode == 1
+    assert_one_error_line(failed.stderr, "run", "File too large")
+    assert not Path("run/config.toml").exists()
+    failed = run_with_file_size_limit(argv, tmp_path)  # a runs/DATE folder is not left behind either
+    assert failed.returncode == 1 and not list(Path("runs").iterdir())
+    assert runner.invoke(app, [*argv, "--out", "run"]).exit_code == 0
+    before = Path("run/config.toml").read_text()
+    resumed = run_with_file_size_limit(["train", "--resume", "run/last.pt", "--epochs", "2"], tmp_path)
+    assert resumed.returncode == 1
+    assert_one_error_line(resumed.stderr)  # torch itself finds no writable temporary folder first
+    assert Path("run/config.toml").read_text() == before
+
+
+def test_a_resume_that_cannot_rewrite_the_config_is_one_line_and_keeps_it(
+        data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlp_cli import runs
+
+    train(small_config(data_dir, epochs=1), Path("run"))
+    before = Path("run/config.toml").read_text()
+
+    def disk_full(descriptor: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(runs.os, "fsync", disk_full)
+    result = runner.invoke(app, ["train", "--resume", "run", "--epochs", "2"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: run/config.toml: cannot write the run's config (No space left on device)")
+    assert Path("run/config.toml").read_text() == before
+    assert not list(Path("run").glob(".*tmp"))
+
+
+def test_a_read_only_out_folder_is_one_line(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlp_cli import runs
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied", str(args[0]))
+
+    monkeypatch.setattr(runs, "open", refuse, raising=False)  # as a chmod would (these tests may run as root)
+    result = runner.invoke(app, ["train", "--data-dir", str(data_dir), "--epochs", "1", "--out", "run"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.stderr.strip() == "error: run: cannot create a run folder there (Permission denied)"
+
+
+def test_two_runs_cannot_both_claim_one_folder(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlp_cli import runs
+
+    real_prepare = runs.prepare_out_folder
+
+    def other_run_claims_it_meanwhile(out: Path, overwrite: bool) -> None:
+        real_prepare(out, overwrite)  # the folder was empty when checked ...
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.toml").write_text('impl = "concise"\n')  # ... and another run wrote its config since
+
+    monkeypatch.setattr(runs, "prepare_out_folder", other_run_claims_it_meanwhile)
+    with pytest.raises(MlpError, match="another run claimed this folder"):
+        runs.create_run_dir(Path("run"), "scratch", 'impl = "scratch"\n')
+    assert Path("run/config.toml").read_text() == 'impl = "concise"\n'
+
+
+def crafted(checkpoint: dict, key: str, value: object) -> dict:
+    """checkpoint with one key (a dotted path such as rng.torch or metrics.0.train_loss) set to value."""
+    *parents, last = [int(part) if part.isdigit() else part for part in key.split(".")]
+    target = checkpoint
+    for parent in parents:
+        target = target[parent]
+    target[last] = value
+    return checkpoint
+
+
+CRAFTED = {
+    "metrics not rows": ("metrics", [1, 2]),
+    "progress not a table": ("progress", 1),
+    "epoch a string": ("epoch", "2"),
+    "epoch negative": ("epoch", -1),
+    "too few class names": ("model.class_names", ["T-shirt"]),
+    "format version 0": ("format_version", 0),
+    "format version -1": ("format_version", -1),
+    "damaged torch rng": ("rng.torch", torch.zeros(3)),
+    "damaged data-order rng": ("rng.data_order", "state"),
+    "optimizer state of the wrong shape": ("optimizer_state.state", {0: {"momentum_buffer": torch.zeros(3)}}),
+    "optimizer setting a string": ("optimizer_state.param_groups.0.momentum", "0.9"),
+    "optimizer without groups": ("optimizer_state", {"state": {}}),
+    "weights of another model": ("model_state.W1", torch.zeros(2, 2)),
+    "a huge model claimed": ("config.hidden", [300000]),
+    "a metrics row with a string": ("metrics.0.train_loss", "low"),
+}
+
+
+@pytest.fixture
+def trained_run(data_dir: Path) -> dict:
+    """A run of two epochs with momentum (so the optimizer has per-parameter state), and its raw last.pt."""
+    train(small_config(data_dir, epochs=2, optimizer="momentum"), Path("run"))
+    return torch.load("run/last.pt", weights_only=True)
+
+
+@pytest.mark.parametrize("case", CRAFTED)
+def test_a_crafted_checkpoint_of_plausible_keys_is_one_line_for_eval_predict_and_resume(
+        trained_run: dict, data_dir: Path, case: str) -> None:
+    Path("crafted").mkdir()
+    torch.save(crafted(trained_run, *CRAFTED[case]), "crafted/last.pt")
+    Image.new("L", (28, 28)).save("image.png")
+    for argv in (["eval", "crafted/last.pt", "--data-dir", str(data_dir)],
+                 ["predict", "crafted/last.pt", "image.png"],
+                 ["train", "--resume", "crafted/last.pt", "--epochs", "3"]):
+        if argv[0] != "train" and case.startswith("optimizer"):
+            continue  # eval and predict do not use the optimizer's state
+        result = runner.invoke(app, argv)
+        assert result.exit_code == 1, (argv, result.output)
+        assert result.exception is None or isinstance(result.exception, SystemExit), (argv, repr(result.exception))
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: crafted/last.pt: "), (argv, result.stderr)
+
+
+def test_a_huge_model_claimed_by_a_small_checkpoint_is_refused_before_it_is_built(
+        trained_run: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlp_cli import checkpoint
+
+    built = []
+    monkeypatch.setattr(checkpoint, "build_model", lambda *args: built.append(args))
+    torch.save(crafted(trained_run, "config.hidden", [300000]), "huge.pt")
+    with pytest.raises(CheckpointError, match=r"W1 has shape \(784, 32\) but the stored config describes "
+                                              r"\(784, 300000\)"):
+        checkpoint.restore_model(load_checkpoint(Path("huge.pt")), Path("huge.pt"))
+    assert built == []  # refused from the shapes alone: no 2.3 GB model was allocated
+
+
+def test_a_metrics_row_without_an_optional_field_still_evaluates(trained_run: dict, data_dir: Path) -> None:
+    del trained_run["metrics"][1]["test_accuracy"]
+    torch.save(trained_run, "older.pt")
+    result = runner.invoke(app, ["eval", "older.pt", "--data-dir", str(data_dir), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["recorded_accuracy"] is None

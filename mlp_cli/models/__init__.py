@@ -1,5 +1,6 @@
 """build_model: the scratch and concise MLPs behind one call."""
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -9,7 +10,7 @@ from torch import nn
 from mlp_cli.models.concise import MLPConcise
 from mlp_cli.models.scratch import MLPScratch
 
-__all__ = ["MLPConcise", "MLPScratch", "build_model"]
+__all__ = ["MLPConcise", "MLPScratch", "build_model", "parameter_shapes"]
 
 
 def build_model(impl: str, num_inputs: int, num_hiddens: Sequence[int], num_outputs: int,
@@ -32,6 +33,24 @@ def build_model(impl: str, num_inputs: int, num_hiddens: Sequence[int], num_outp
     if init != "book":
         initialize(model, init, sigma)
     return model
+
+
+def parameter_shapes(impl: str, num_inputs: int, num_hiddens: Sequence[int], num_outputs: int,
+                     dropout: float = 0.0) -> dict[str, tuple[int, ...]]:
+    """The name and shape of every parameter build_model makes, without making them.
+
+    A checkpoint's weights are compared with these before its model is built, so a small file that claims a
+    huge model is refused without allocating it (a test keeps this in step with build_model).
+    """
+    layers = list(itertools.pairwise([num_inputs, *num_hiddens, num_outputs]))
+    if impl == "scratch":  # W (fan_in, fan_out) as in the book
+        return {name: shape for layer, (fan_in, fan_out) in enumerate(layers, start=1)
+                for name, shape in ((f"W{layer}", (fan_in, fan_out)), (f"b{layer}", (fan_out,)))}
+    # concise: Flatten at index 0, then per hidden layer LazyLinear, activation[, Dropout]; the output layer last
+    modules_per_layer = 3 if dropout > 0 else 2
+    return {name: shape for layer, (fan_in, fan_out) in enumerate(layers)
+            for name, shape in ((f"{1 + layer * modules_per_layer}.weight", (fan_out, fan_in)),
+                                (f"{1 + layer * modules_per_layer}.bias", (fan_out,)))}
 
 
 def weight_std(init: str, fan_in: int, fan_out: int, sigma: float) -> float:
