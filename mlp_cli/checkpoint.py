@@ -186,10 +186,15 @@ def progress_problem(progress: Any) -> str | None:
             return f"progress.{key} is {short(progress.get(key))}, expected an integer >= 0"
     if not is_number(progress.get("seconds")):
         return f"progress.seconds is {short(progress.get('seconds'))}, expected a number"
-    for key in ("loss_sum", "correct"):  # one sum, or (under torchrun) one per rank
-        sums = progress.get(key)
-        if not all(isinstance(value, torch.Tensor) for value in (sums if isinstance(sums, list) else [sums])):
-            return f"progress.{key} is {short(sums)}, expected a tensor"
+    for key in ("loss_sum", "correct"):
+        if not isinstance(progress.get(key), torch.Tensor):
+            return f"progress.{key} is {short(progress.get(key))}, expected a tensor"
+    by_rank = progress.get("by_rank")  # under torchrun: each rank's own running sums
+    if by_rank is not None and not (isinstance(by_rank, list) and all(
+            isinstance(sums, dict) and is_int(sums.get("samples_done")) and sums["samples_done"] >= 0
+            and isinstance(sums.get("loss_sum"), torch.Tensor) and isinstance(sums.get("correct"), torch.Tensor)
+            for sums in by_rank)):
+        return f"progress.by_rank is {short(by_rank)}, expected each rank's samples_done, loss_sum and correct"
     return rng_state_problem("progress.order_state", progress.get("order_state"))
 
 

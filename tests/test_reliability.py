@@ -555,6 +555,9 @@ def crafted(checkpoint: dict, key: str, value: object) -> dict:
 CRAFTED = {
     "metrics not rows": ("metrics", [1, 2]),
     "progress not a table": ("progress", 1),
+    "progress with damaged per-rank sums": ("progress", {
+        "order_state": torch.Generator().get_state(), "batches_done": 1, "samples_done": 4,
+        "loss_sum": torch.tensor(1.0), "correct": torch.tensor(1), "seconds": 0.1, "by_rank": [1, 2]}),
     "epoch a string": ("epoch", "2"),
     "epoch negative": ("epoch", -1),
     "too few class names": ("model.class_names", ["T-shirt"]),
