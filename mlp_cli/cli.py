@@ -317,8 +317,8 @@ def train_command(
     quiet: Annotated[bool, typer.Option(
         "--quiet", "-q", help="No progress display; only the result.", rich_help_panel=RUN)] = False,
     resume: Annotated[Path | None, typer.Option(
-        metavar="PATH", help="Continue the run of this checkpoint (runs/NAME/last.pt, or the run folder) exactly "
-                             f"where it stopped; only {RESUMABLE_FLAGS} may change.", rich_help_panel=RUN)] = None,
+        metavar="PATH", help="Continue a run (runs/NAME or its last.pt) exactly where it stopped; only "
+                             f"{RESUMABLE_FLAGS} may change.", rich_help_panel=RUN)] = None,
 ) -> None:
     """Train an MLP and save metrics and checkpoints (last.pt, best.pt) in a new run folder.
 
