@@ -694,17 +694,13 @@ def board_command(
 
     Example: mlp board runs --port 6007
     """
-    import threading
-
+    from mlp_cli.signals import wait_for_a_stop_signal
     from mlp_cli.tensorboard import start_board
 
     url = start_board(folder, port)
     stdout.print(f"TensorBoard for {folder} at {url} (Ctrl-C stops it)", markup=False, soft_wrap=True)
     stdout.file.flush()  # the URL is what a script or a person waits for
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        raise typer.Exit(0) from None
+    wait_for_a_stop_signal()  # then exit 0: the server's threads end with the process
 
 
 @app.command("export", cls=PlainFlagsCommand)

@@ -1,6 +1,7 @@
 """Ctrl-C and SIGTERM as requests to stop at the next safe point, instead of killing a run mid-write."""
 
 import signal
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -45,3 +46,12 @@ def stop_on_signals() -> Iterator[StopRequest]:
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
+
+
+def wait_for_a_stop_signal(poll_seconds: float = 0.2) -> None:
+    """Block until SIGINT or SIGTERM arrives (a server's main thread), whatever the signals' state was: a
+    process started in the background by a shell, as test runners and CI jobs are, inherits SIGINT ignored,
+    and Python then never raises KeyboardInterrupt."""
+    with stop_on_signals() as stop:
+        while not stop.is_requested:
+            time.sleep(poll_seconds)

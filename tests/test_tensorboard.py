@@ -148,7 +148,10 @@ def test_board_serves_a_runs_scalars_over_http_on_localhost(data_dir: Path) -> N
         assert "first/tb" in read_json(f"http://127.0.0.1:{port}/data/runs")
     finally:
         board.send_signal(signal.SIGINT)
-        code = board.wait(timeout=30)
+        try:
+            code = board.wait(timeout=30)
+        finally:
+            board.kill()  # never left running, whatever failed above
     assert code == 0
 
 
