@@ -49,11 +49,26 @@ def draw_sweep_pictures(study: Any, report: "SweepReport", sweep_dir: Path,
     return [str(path) for path in written]
 
 
+def sort_key(value: Any) -> tuple:
+    """Numbers by size, layer lists such as "512x256" by their sizes, other text alphabetically."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return (2, str(value))
+    if isinstance(value, str):
+        sizes = value.split("x")
+        return (0, *map(int, sizes)) if all(size.isdigit() for size in sizes) else (1, value)
+    return (0, value)
+
+
 def ordered_values(rows: list["TrialRow"], name: str) -> list[Any]:
-    """The values a param took, sorted (numbers by size, others as text)."""
-    values = {row.params[name] for row in rows}
-    return sorted(values, key=lambda value: (isinstance(value, str), value if not isinstance(value, str) else 0,
-                                             str(value)))
+    """The values a param took, in their natural order."""
+    return sorted({row.params[name] for row in rows}, key=sort_key)
+
+
+def as_number(value: Any) -> int | float | None:
+    """A param value as a number for an x axis (hidden=1024 is stored as the text "1024"), else None."""
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def plot_accuracy_line(rows: list["TrialRow"], name: str, path: Path) -> None:
@@ -64,16 +79,14 @@ def plot_accuracy_line(rows: list["TrialRow"], name: str, path: Path) -> None:
     accuracy = {row.params[name]: row.val_accuracy for row in rows}
     figure = Figure(figsize=PANEL_SIZE_INCHES, layout="constrained")
     axes = figure.subplots()
-    is_numeric = all(isinstance(value, int | float) and not isinstance(value, bool) for value in values)
-    positions = values if is_numeric else list(range(len(values)))
+    numbers = [as_number(value) for value in values]
+    is_numeric = None not in numbers
+    positions = numbers if is_numeric else list(range(len(values)))
     axes.plot(positions, [accuracy[value] for value in values], marker="o")
-    if is_numeric and min(values) > 0 and max(values) / min(values) > LOG_AXIS_RATIO:
+    if is_numeric and min(numbers) > 0 and max(numbers) / min(numbers) > LOG_AXIS_RATIO:
         axes.set_xscale("log")
-    if is_numeric:
-        axes.set_xticks(values, [str(value) for value in values])
-        axes.minorticks_off()
-    else:
-        axes.set_xticks(positions, [str(value) for value in values])
+    axes.set_xticks(positions, [str(value) for value in values])
+    axes.minorticks_off()
     axes.set_xlabel(name)
     axes.set_ylabel("validation accuracy (best epoch)")
     axes.grid(True, alpha=0.3)

@@ -142,6 +142,18 @@ def test_a_tpe_search_is_seeded_and_stays_in_its_ranges(data_dir: Path) -> None:
     assert Path("sweeps/s1/history.png").is_file()
 
 
+def test_median_pruning_stops_a_trial_that_falls_behind_with_a_consistent_run_folder(data_dir: Path) -> None:
+    # Optuna's median pruner waits for 5 trials; the sixth (lr 1e-6) stays at chance after its first epoch
+    report = sweep_json("--name", "pr", "--prune", "median", "--data-dir", data_dir, "--param",
+                        "lr=0.5,0.4,0.3,0.35,0.45,0.000001", "--param", "epochs=3", *TINY)
+    states = {row["params"]["lr"]: (row["state"], row["epoch"]) for row in report["trials"]}
+    assert states.pop(1e-06) == ("pruned", 1)
+    assert set(states.values()) == {("complete", 3)}
+    pruned = Path("sweeps/pr/trials/0005")
+    assert len((pruned / "metrics.jsonl").read_text().splitlines()) == 1
+    assert evaluate_checkpoint(pruned / "last.pt").epoch == 1  # its checkpoints match its metrics
+
+
 def run_mlp(*args: str | Path, fault: tuple[int, str] | None = None) -> subprocess.CompletedProcess:
     """mlp in its own process; with fault (call, signal) it signals itself at that loss computation."""
     prefix = [str(HELPERS / "sweep_fault.py"), str(fault[0]), fault[1]] if fault else ["-m", "mlp_cli"]
