@@ -77,7 +77,7 @@ class TrialRow:
 
     trial: int  # the number of its first attempt, which also names its run folder
     params: dict[str, Any]
-    state: str  # waiting, running, complete, pruned, diverged
+    state: str  # waiting, running, complete, pruned, diverged (interrupted only for a moment, then waiting)
     epoch: int
     val_accuracy: float | None  # the best so far, which chose best.pt
     seconds: float
@@ -360,6 +360,9 @@ def claim_waiting_trial(study: Any, sweep_dir: Path, definition: dict[str, Any])
         for waiting in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
             try:
                 if study._storage.set_trial_state_values(waiting._trial_id, state=TrialState.RUNNING):
+                    if isinstance(study._storage, optuna.storages.RDBStorage):
+                        # at once: a running trial without any heartbeat is never found stale
+                        study._storage.record_heartbeat(waiting._trial_id)
                     study.sampler = make_sampler(definition, waiting.number)
                     trial = optuna.Trial(study, waiting._trial_id)
                     trial.set_user_attr("worker", this_worker())
@@ -679,7 +682,7 @@ def describe_row(row: TrialRow) -> str:
     return f"trial {row.trial} ({params}): {row.state}{accuracy}, epoch {row.epoch}, {row.seconds:.1f} s"
 
 
-STATE_ORDER = {"complete": 0, "pruned": 1, "diverged": 2, "failed": 2, "running": 3, "waiting": 4}
+STATE_ORDER = {"complete": 0, "pruned": 1, "diverged": 2, "interrupted": 3, "running": 3, "waiting": 4}
 
 
 def build_report(study: Any, name: str, storage_url: str) -> SweepReport:
@@ -705,8 +708,8 @@ def trial_row(slot: int, tries: list[Any]) -> TrialRow:
 
     latest = tries[-1]
     state = latest.state.name.lower()
-    if state == "fail":
-        state = "diverged" if str(latest.user_attrs.get("outcome", "")).startswith("diverged") else "failed"
+    if state == "fail":  # diverged (final), or stopped / its worker died (a retry follows at once)
+        state = "diverged" if str(latest.user_attrs.get("outcome", "")).startswith("diverged") else "interrupted"
     params = latest.params or latest.system_attrs.get("fixed_params", {})
     seconds = latest.user_attrs.get("seconds", 0.0)
     if state == "running" and latest.datetime_start is not None:
