@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -154,6 +155,16 @@ def test_median_pruning_stops_a_trial_that_falls_behind_with_a_consistent_run_fo
     assert evaluate_checkpoint(pruned / "last.pt").epoch == 1  # its checkpoints match its metrics
 
 
+def test_a_diverging_trial_is_recorded_as_such_and_never_chosen(data_dir: Path) -> None:
+    report = sweep_json("--name", "dv", "--data-dir", data_dir, "--param", "lr=0.1,1e30", "--param", "epochs=1",
+                        *TINY)
+    states = {row["params"]["lr"]: row["state"] for row in report["trials"]}
+    assert states == {0.1: "complete", 1e30: "diverged"}
+    assert report["chosen"]["params"]["lr"] == 0.1
+    assert sweep_json("--name", "dv", "--data-dir", data_dir, "--param", "lr=0.1,1e30", "--param", "epochs=1",
+                      *TINY)["trials"] == report["trials"]  # a diverged trial is finished: not tried again
+
+
 def run_mlp(*args: str | Path, fault: tuple[int, str] | None = None) -> subprocess.CompletedProcess:
     """mlp in its own process; with fault (call, signal) it signals itself at that loss computation."""
     prefix = [str(HELPERS / "sweep_fault.py"), str(fault[0]), fault[1]] if fault else ["-m", "mlp_cli"]
@@ -198,6 +209,26 @@ def test_ctrl_c_saves_the_running_trial_exits_130_and_the_same_command_resumes_i
     assert [row["state"] for row in report["trials"]] == ["complete", "complete"]
     second = next(row for row in report["trials"] if row["trial"] == 1)
     assert second["attempts"] == 2 and second["epoch"] == 2
+
+
+def test_sigterm_stops_every_worker_process_each_saving_its_trial(data_dir: Path) -> None:
+    command = [sys.executable, "-m", "mlp_cli", "sweep", "--name", "t", "--workers", "2", "--data-dir", data_dir,
+               "--param", "hidden=8,16,24", "--param", "epochs=100000", *TINY]
+    sweep_process = subprocess.Popen(list(map(str, command)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     text=True)
+    metrics = [Path("sweeps/t/trials", name, "metrics.jsonl") for name in ("0000", "0001")]
+    deadline = time.monotonic() + 120
+    while not all(path.exists() for path in metrics) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    sweep_process.send_signal(signal.SIGTERM)  # to the command only: it passes the signal on to its workers
+    _, errors = sweep_process.communicate(timeout=120)
+    assert sweep_process.returncode == 143, errors
+    assert "0 of 3 trials done" in errors and "run the same command to continue" in errors
+    for path in metrics:
+        assert (path.parent / "last.pt").exists()
+        assert evaluate_checkpoint(path.parent / "last.pt").stopped_after_batch is not None  # saved mid-epoch
+    shown = json.loads(runner.invoke(app, ["sweep", "show", "t", "--json"]).stdout)
+    assert sorted(row["state"] for row in shown["trials"]) == ["waiting"] * 3 and not shown["is_done"]
 
 
 def assert_two_workers_train_each_trial_once(data_dir: Path, name: str, storage: str | None = None) -> None:
