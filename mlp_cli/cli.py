@@ -464,7 +464,11 @@ def data_preview_command(
     plot_image_grid(images[:count], [data.class_names[label] for label in labels[:count].tolist()], out)
     stdout.print(f"wrote {out}", markup=False, soft_wrap=True)
 
-sweep_app = typer.Typer(help="Compare many settings: a grid or an Optuna search, each trial a run folder.")
+# here rather than at the top, to keep the sweep commands in one block (mlp_cli.sweep imports no torch or optuna)
+from mlp_cli import sweep as sweep_defaults  # noqa: E402
+
+sweep_app = typer.Typer(help="Compare many settings: a grid or an Optuna search, each trial a run folder.",
+                        no_args_is_help=True)
 app.add_typer(sweep_app, name="sweep")
 StorageOption = Annotated[str | None, typer.Option(
     help="Optuna storage URL: sqlite:///FILE, postgresql://USER@HOST/DB (workers on several machines) or "
@@ -483,12 +487,13 @@ def sweep_command(
     name: Annotated[str | None, typer.Option(
         help="The sweep's name: sweeps/NAME/ and the study.", show_default="the param names, e.g. hidden-lr")] = None,
     search: Annotated[str, typer.Option(help="grid (every combination), tpe or random (Optuna samplers).")] = "grid",
-    trials: Annotated[int | None, typer.Option(help="Trials of a search.", show_default="20")] = None,
+    trials: Annotated[int | None, typer.Option(
+        help="Trials of a search.", show_default=str(sweep_defaults.DEFAULT_SEARCH_TRIALS))] = None,
     prune: Annotated[str, typer.Option(
         help="Stop weak trials early on their per-epoch validation accuracy: none, median or hyperband.")] = "none",
     val_size: Annotated[int | None, typer.Option(
         help="Training images held out to choose on; the test split is evaluated for the chosen trial only.",
-        show_default="the config's, else 5000")] = None,
+        show_default=f"the config's, else {sweep_defaults.SWEEP_VAL_SIZE}")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the search's sampler (trial seeds come from the config).")] = 0,
     workers: Annotated[int, typer.Option(
         help="Worker processes on this machine, each with cores/N threads.")] = 1,
@@ -498,7 +503,7 @@ def sweep_command(
         help="CPU threads per worker.", show_default="cores / workers")] = None,
     heartbeat: Annotated[int, typer.Option(
         help="Seconds between a worker's signs of life in an RDB storage; after two missed, another worker "
-             "takes its trial over.")] = 30,
+             "takes its trial over.")] = sweep_defaults.HEARTBEAT_SECONDS,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live table or trial lines.")] = False,
 ) -> None:
