@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from mlp_cli.config import Config, config_to_dict, load_config, validate_settings
-from mlp_cli.errors import ConfigError, MlpError, TrainingDivergedError, TrainingStoppedError
+from mlp_cli.errors import ConfigError, DataError, MlpError, TrainingDivergedError, TrainingStoppedError
 from mlp_cli.events import EpochMetrics, TrainingPlan
 from mlp_cli.runs import BEST_CHECKPOINT, LAST_CHECKPOINT, read_metrics
 from mlp_cli.signals import StopRequest
@@ -495,6 +495,9 @@ def run_trial(study: Any, trial: Any, plan: SweepPlan, stop: StopRequest, data: 
         trial.set_user_attr("seconds", reporter.seconds())
         fail_and_retry(study, trial._trial_id, "stopped by a signal")
         raise
+    except MlpError as err:  # e.g. a checkpoint or the data became unreadable: back in the queue, then say it
+        fail_and_retry(study, trial._trial_id, f"error: {err}")
+        raise
     trial.set_user_attr("val_accuracy", max((row.val_accuracy for row in history if row.val_accuracy is not None),
                                             default=None))
     finish(study, trial, reporter, run_dir, optuna.trial.TrialState.COMPLETE)
@@ -526,7 +529,7 @@ def finish(study: Any, trial: Any, reporter: TrialReporter, run_dir: Path, state
     study.tell(trial, value if state.name == "COMPLETE" else None, state=state)
 
 
-def run_worker(plan: SweepPlan, stop: StopRequest) -> None:
+def run_worker(plan: SweepPlan, stop: StopRequest, data: DataCache | None = None) -> None:
     """Train waiting trials back to back until none is left and none runs elsewhere, or a stop is requested.
 
     Raises:
@@ -534,7 +537,7 @@ def run_worker(plan: SweepPlan, stop: StopRequest) -> None:
     """
     storage = open_storage(plan.storage_url, plan.heartbeat)
     study = open_study(plan, storage)
-    definition, data = study.user_attrs[DEFINITION_ATTR], DataCache()
+    definition, data = study.user_attrs[DEFINITION_ATTR], data or DataCache()
     while not stop.is_requested:
         take_over_dead_trials(study)
         trial = claim_waiting_trial(study, plan.sweep_dir, definition)
@@ -566,9 +569,8 @@ def run_sweep(plan: SweepPlan, stop: StopRequest, on_update: Callable[[SweepRepo
         TrainingStoppedError: a signal stopped the workers; their trials saved last.pt and run the same command
             again to resume.
     """
-    from mlp_cli.data import locate_dataset
-
-    locate_dataset(plan.base.dataset, Path(plan.base.data_dir) if plan.base.data_dir else None)
+    data = DataCache()
+    check_validation_split(plan, data.get(trial_config(plan, {})))
     if plan.storage_url == default_storage_url(plan.sweep_dir):
         plan.sweep_dir.mkdir(parents=True, exist_ok=True)  # the database file goes in there
         storage = open_storage(plan.storage_url, plan.heartbeat)
@@ -579,7 +581,7 @@ def run_sweep(plan: SweepPlan, stop: StopRequest, on_update: Callable[[SweepRepo
     monitor = Monitor(study, plan, on_update, on_event)
     if plan.workers == 1:
         with monitor.running(), contextlib.suppress(TrainingStoppedError):  # said below, with the sweep's count
-            run_worker(plan, stop)
+            run_worker(plan, stop, data)
     else:
         run_worker_processes(plan, stop, monitor)
     monitor.tick()
@@ -590,6 +592,18 @@ def run_sweep(plan: SweepPlan, stop: StopRequest, on_update: Callable[[SweepRepo
                                    f"{len(report.trials)} trials done, each interrupted one saved its last.pt; "
                                    "run the same command to continue", stop.exit_code)
     return finish_sweep(study, plan, on_event)
+
+
+def check_validation_split(plan: SweepPlan, data: Any) -> None:
+    """Raise DataError before anything is written if --val-size leaves no training images.
+
+    Raises:
+        DataError: the validation split does not fit the data set.
+    """
+    count, held = len(data.train_labels), plan.base.val_size
+    if not 1 <= held < count:
+        raise DataError(f"--val-size {held}: the training split of {data.name} has {count} images; expected 1 to "
+                        f"{count - 1} (sweeps hold out {SWEEP_VAL_SIZE} unless --val-size or the config says)")
 
 
 def plan_to_json(plan: SweepPlan) -> str:

@@ -118,8 +118,11 @@ def test_bad_params_are_one_line_errors_and_write_nothing(data_dir: Path, param:
     assert not Path("sweeps").exists()
 
 
-def test_an_empty_grid_and_an_unreachable_database_are_one_line_errors(data_dir: Path) -> None:
+def test_an_empty_grid_a_too_big_validation_split_and_an_unreachable_database_are_one_line_errors(
+        data_dir: Path) -> None:
     assert_one_line_error(sweep("--data-dir", data_dir), "nothing to sweep", "--param")
+    # a sweep holds out 5000 training images unless told otherwise: too many for the 96 of the test data
+    assert_one_line_error(sweep("--data-dir", data_dir, "--param", "hidden=8"), "--val-size 5000", "96 images")
     with socket.socket() as probe:  # a port where nothing listens
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
