@@ -264,7 +264,8 @@ def make_pruner(plan: SweepPlan) -> Any:
     if plan.prune == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
     if plan.prune == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=plan.base.epochs)
+        swept = any(param.name == "epochs" for param in plan.params)
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource="auto" if swept else plan.base.epochs)
     return optuna.pruners.NopPruner()
 
 

@@ -141,6 +141,8 @@ def plot_optuna_figures(study: Any, sweep_dir: Path, on_event: Callable[[str], N
                 if on_event:
                     on_event(f"{name} not drawn: {err}")
                 continue
+        if name == HISTORY_FILE:
+            axes.set_ylabel("validation accuracy (best epoch)")
         figure = axes.figure
         figure.set_size_inches(7, 4)
         figure.tight_layout()
