@@ -304,12 +304,19 @@ def is_dead_here(worker: dict[str, Any] | None) -> bool:
     return False
 
 
+def has_heartbeat(storage: Any) -> bool:
+    """Whether storage records heartbeats (RDB storages opened by open_storage; a study wraps them in a cache,
+    so this asks rather than checking the class)."""
+    interval = getattr(storage, "get_heartbeat_interval", None)
+    return interval is not None and interval() is not None
+
+
 def take_over_dead_trials(study: Any) -> None:
     """Fail and re-enqueue the running trials whose worker died (kill -9, a crash, a lost machine)."""
     import optuna
     from optuna.trial import TrialState
 
-    if isinstance(study._storage, optuna.storages.RDBStorage):
+    if has_heartbeat(study._storage):
         optuna.storages.fail_stale_trials(study)  # by heartbeat, for workers on other machines
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if is_dead_here(trial.user_attrs.get("worker")):
@@ -361,7 +368,7 @@ def claim_waiting_trial(study: Any, sweep_dir: Path, definition: dict[str, Any])
         for waiting in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
             try:
                 if study._storage.set_trial_state_values(waiting._trial_id, state=TrialState.RUNNING):
-                    if isinstance(study._storage, optuna.storages.RDBStorage):
+                    if has_heartbeat(study._storage):
                         # at once: a running trial without any heartbeat is never found stale
                         study._storage.record_heartbeat(waiting._trial_id)
                     study.sampler = make_sampler(definition, waiting.number)
@@ -429,9 +436,7 @@ class TrialReporter:
 @contextlib.contextmanager
 def heartbeat(storage: Any, trial_id: int, seconds: int) -> Iterator[None]:
     """Record the trial's heartbeat every few seconds while it trains (RDB storages only)."""
-    import optuna
-
-    if not isinstance(storage, optuna.storages.RDBStorage):
+    if not has_heartbeat(storage):
         yield
         return
     stopped = threading.Event()
@@ -469,6 +474,17 @@ class DataCache:
 
 
 def run_trial(study: Any, trial: Any, plan: SweepPlan, stop: StopRequest, data: DataCache) -> None:
+    """Run one claimed trial; if the study says it already ended, another worker took it over after this one
+    missed its heartbeats (a long pause): give it up, that worker's result counts."""
+    import optuna
+
+    try:
+        train_trial(study, trial, plan, stop, data)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return
+
+
+def train_trial(study: Any, trial: Any, plan: SweepPlan, stop: StopRequest, data: DataCache) -> None:
     """Train (or resume, or just finish recording) one claimed trial in its run folder and tell the study.
 
     Raises:

@@ -180,10 +180,11 @@ def trial_files(name: str) -> dict[str, tuple[int, str]]:
             for path in sorted(Path("sweeps", name, "trials").iterdir()) if (path / "last.pt").exists()}
 
 
+@pytest.mark.parametrize("worker_was_on", ["this machine", "another machine"])
 def test_a_worker_killed_outright_leaves_its_trial_to_the_next_run_which_finishes_only_what_is_left(
-        data_dir: Path) -> None:
+        data_dir: Path, worker_was_on: str) -> None:
     command = ["sweep", "--name", "k", "--data-dir", data_dir, "--param", "hidden=8,16,24", "--param", "epochs=2",
-               *TINY]
+               "--heartbeat", "1", *TINY]
     # a trial computes the loss 15 times: 5 batches and the validation split per epoch, and the test split
     # (3 batches) after the last; the 24th call is in the second epoch of the second trial, its first saved
     killed = run_mlp(*command, fault=(24, "KILL"))
@@ -192,6 +193,12 @@ def test_a_worker_killed_outright_leaves_its_trial_to_the_next_run_which_finishe
     assert sorted(before) == ["0000", "0001"]
     states = {trial.number: trial.state.name for trial in study_trials("k")}
     assert states == {0: "COMPLETE", 1: "RUNNING", 2: "WAITING"}  # never counted as done
+    if worker_was_on == "another machine":  # its process cannot be looked up: its missing heartbeats tell
+        url = f"sqlite:///{Path('sweeps/k/study.db').absolute()}"
+        storage = optuna.storages.RDBStorage(url)
+        running = study_trials("k")[1]
+        storage.set_trial_user_attr(running._trial_id, "worker", {**running.user_attrs["worker"], "host": "far"})
+        time.sleep(2.5)  # two heartbeats of 1 s missed
     report = sweep_json(*command[1:])
     assert all(row["state"] == "complete" for row in report["trials"]) and len(report["trials"]) == 3
     after = trial_files("k")
