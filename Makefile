@@ -1,6 +1,6 @@
 # Two entry points for a fresh machine (see README.md):
 #   make train   set up .venv, make real Fashion-MNIST available, run `mlp train --impl scratch`
-#   make test    set up .venv, then ruff and the test suite (what .ci/run runs)
+#   make test    set up .venv (and PostgreSQL where apt works as root), then ruff and the test suite
 
 PYTHON ?= python3
 VENV := .venv
@@ -8,13 +8,13 @@ BIN := $(VENV)/bin
 FASHION_MNIST_SYSTEM_DIR := /usr/share/datasets/fashion-mnist
 TRAIN_ARGS ?= --impl scratch
 
-.PHONY: install data train test lint bench bench-run bench-accuracy bench-ddp bench-threads clean
+.PHONY: install data postgresql train test lint bench bench-run bench-accuracy bench-ddp bench-threads bench-sweep clean
 
 # Installed again only when pyproject.toml changes.
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "mlp needs Python >= 3.11 (set PYTHON=...)")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@echo "installing mlp with torch, torchvision, typer, rich, matplotlib, pytest and ruff into $(VENV) ..."
+	@echo "installing mlp with torch, torchvision, typer, rich, matplotlib, optuna, pytest, ruff and psycopg into $(VENV) ..."
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $@
 
@@ -31,13 +31,24 @@ data:
 		echo "Fashion-MNIST: not installed system-wide; mlp will download it through torchvision at first use"; \
 	fi
 
+# Debian's PostgreSQL server for the sweep tests (they start their own server in a temporary folder).
+postgresql:
+	@if ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then \
+		echo "PostgreSQL: found in /usr/lib/postgresql"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get update -q && apt-get install -y -q postgresql) \
+		|| echo "PostgreSQL: apt-get failed; the PostgreSQL sweep test will fail in CI and skip elsewhere"; \
+	else \
+		echo "PostgreSQL: not installed (apt-get install postgresql); the PostgreSQL sweep test skips outside CI"; \
+	fi
+
 train: install data
 	$(BIN)/mlp train $(TRAIN_ARGS)
 
 lint: install
 	$(BIN)/ruff check .
 
-test: lint
+test: lint postgresql
 	$(BIN)/pytest
 
 # Seconds per epoch of mlp against the DataLoader pipeline and the bare matmuls (BENCH_ARGS=--synthetic without data).
@@ -58,6 +69,10 @@ bench-ddp: install data
 # Seconds per epoch of --threads 0 (passive and spinning OpenMP threads) against --threads 1, idle and beside a busy process.
 bench-threads: install
 	$(BIN)/python benchmarks/bench_threads.py
+
+# Seconds per trial of a sweep's in-process worker against one `mlp train` process per trial.
+bench-sweep: install data
+	$(BIN)/python benchmarks/bench_sweep.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -680,6 +680,97 @@ def data_preview_command(
     plot_image_grid(images[:count], [data.class_names[label] for label in labels[:count].tolist()], out)
     stdout.print(f"wrote {out}", markup=False, soft_wrap=True)
 
+# here rather than at the top, to keep the sweep commands in one block (mlp_cli.sweep imports no torch or optuna)
+from mlp_cli import sweep as sweep_defaults  # noqa: E402
+
+sweep_app = typer.Typer(help="Compare many settings: a grid or an Optuna search, each trial a run folder.",
+                        no_args_is_help=True)
+app.add_typer(sweep_app, name="sweep")
+StorageOption = Annotated[str | None, typer.Option(
+    help="Optuna storage URL: sqlite:///FILE, postgresql://USER@HOST/DB (workers on several machines) or "
+         "journal:FILE.", show_default="sqlite:///sweeps/NAME/study.db")]
+
+
+@sweep_app.callback(invoke_without_command=True)
+@reports_errors
+def sweep_command(
+    ctx: typer.Context,
+    param: Annotated[list[str] | None, typer.Option(
+        "--param", "-p", help="A swept setting, repeatable: NAME=V1,V2,... (hidden=64,512x256; augment=none,shift) "
+                              "or, with --search, a range NAME=LOW:HIGH or NAME=log:LOW:HIGH.")] = None,
+    config: Annotated[Path | None, typer.Option(
+        "--config", help="TOML file of the base settings every trial starts from.")] = None,
+    name: Annotated[str | None, typer.Option(
+        help="The sweep's name: sweeps/NAME/ and the study.", show_default="the param names, e.g. hidden-lr")] = None,
+    search: Annotated[str, typer.Option(help="grid (every combination), tpe or random (Optuna samplers).")] = "grid",
+    trials: Annotated[int | None, typer.Option(
+        help="Trials of a search.", show_default=str(sweep_defaults.DEFAULT_SEARCH_TRIALS))] = None,
+    prune: Annotated[str, typer.Option(
+        help="Stop weak trials early on their per-epoch validation accuracy: none, median or hyperband.")] = "none",
+    val_size: Annotated[int | None, typer.Option(
+        help="Training images held out to choose on; the test split is evaluated for the chosen trial only.",
+        show_default=f"the config's, else {sweep_defaults.SWEEP_VAL_SIZE}")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the search's sampler (trial seeds come from the config).")] = 0,
+    workers: Annotated[int, typer.Option(
+        help="Worker processes on this machine, each with cores/N threads.")] = 1,
+    storage: StorageOption = None,
+    data_dir: DataDirOption = None,
+    threads: Annotated[int | None, typer.Option(
+        help="CPU threads per worker.", show_default="cores / workers")] = None,
+    heartbeat: Annotated[int, typer.Option(
+        help="Seconds between a worker's signs of life in an RDB storage; after two missed, another worker "
+             "takes its trial over.")] = sweep_defaults.HEARTBEAT_SECONDS,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live table or trial lines.")] = False,
+) -> None:
+    """Train every trial of a sweep (run folders in sweeps/NAME/trials/), choose on validation accuracy,
+    test the chosen one. The same command again resumes; other machines join with the same --storage.
+
+    Ctrl-C or SIGTERM stops every worker; each running trial saves last.pt (exit 130 or 143).
+
+    Example: mlp sweep --config configs/d2l-scratch.toml --param hidden=64,256,1024 --param lr=0.03,0.1,0.3
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from mlp_cli.signals import stop_on_signals
+    from mlp_cli.sweep import plan_sweep, run_sweep
+    from mlp_cli.sweep_report import LiveTrials
+
+    plan = plan_sweep(name, config, param or [], search, trials, prune, val_size, seed, workers, storage, data_dir,
+                      threads, heartbeat)
+    with stop_on_signals() as stop, LiveTrials(Console(stderr=True, highlight=False, quiet=quiet)) as live:
+        report = run_sweep(plan, stop, live.update, live.event)
+    print_sweep(report, as_json)
+
+
+@sweep_app.command("show")
+@reports_errors
+def sweep_show_command(
+    name: Annotated[str, typer.Argument(help="The sweep's name (sweeps/NAME).")],
+    storage: StorageOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+) -> None:
+    """Print a sweep's ranked trials and chosen trial again, from its database.
+
+    Example: mlp sweep show hidden-lr --json
+    """
+    from mlp_cli.sweep import read_report
+
+    print_sweep(read_report(name, storage), as_json)
+
+
+def print_sweep(report: Any, as_json: bool) -> None:
+    """The ranked trials and the chosen one on stdout, as a table or JSON."""
+    if as_json:
+        print(json.dumps(dataclasses.asdict(report)))
+        return
+    from mlp_cli.sweep_report import chosen_line, trials_table
+
+    stdout.print(trials_table(report, f"sweep {report.name} ({report.search}), ranked by validation accuracy"))
+    stdout.print(chosen_line(report), markup=False, soft_wrap=True)
+    for picture in report.pictures:
+        stderr.print(f"wrote {picture}", markup=False, soft_wrap=True)
+
 
 @app.command("board", cls=PlainFlagsCommand)
 @reports_errors

@@ -406,9 +406,13 @@ def write_metrics(run_dir: Path, history: list[EpochMetrics]) -> None:
         raise MlpError(f"{path}: cannot write metrics ({err.strerror or err})") from err
 
 
-def load_training_data(config: Config, device: torch.device) -> DataModule:
-    """The data set for config, with config.val_size training images held out (the same ones on every resume)."""
-    data = load_data(config.dataset, Path(config.data_dir) if config.data_dir else None, device)
+def load_training_data(config: Config, device: torch.device, loaded: DataModule | None = None) -> DataModule:
+    """The data set for config, with config.val_size training images held out (the same ones on every resume).
+
+    loaded: the whole data set already in memory on device (a sweep worker loads it once for all its trials).
+    """
+    data_dir = Path(config.data_dir) if config.data_dir else None
+    data = loaded if loaded is not None else load_data(config.dataset, data_dir, device)
     if not config.val_size:
         return data
     return hold_out(data, config.val_size, torch.Generator().manual_seed(derive_seed(config.seed, "validation")))
@@ -439,7 +443,7 @@ def start_run_dir(out: Path | None, config: Config, overwrite: bool) -> Path:
 
 
 def train(config: Config, out: Path | None = None, reporter: Reporter = NULL_REPORTER,
-          stop: StopRequest | None = None, overwrite: bool = False) -> FitResult:
+          stop: StopRequest | None = None, overwrite: bool = False, data: DataModule | None = None) -> FitResult:
     """Load the data, build the model from config.seed, and fit it in a new run folder.
 
     Launched by torchrun, each process calls train: they join one process group and train with DDP.
@@ -449,7 +453,7 @@ def train(config: Config, out: Path | None = None, reporter: Reporter = NULL_REP
     """
     ranks = launched_ranks()
     device, threads = prepare_device(config, ranks)
-    data = load_training_data(config, device)
+    data = load_training_data(config, device, data)
     torch.manual_seed(config.seed)
     # built on the CPU so that a seed gives the same initial weights on every device
     model = build_model(config.impl, data.num_inputs, config.hidden, data.num_classes, config.sigma,
@@ -590,7 +594,7 @@ def rank_rng_state(saved: dict[str, Any], config: Config, ranks: Ranks) -> torch
 
 
 def resume_run(path: Path, overrides: dict[str, Any], reporter: Reporter = NULL_REPORTER,
-               stop: StopRequest | None = None) -> FitResult:
+               stop: StopRequest | None = None, data: DataModule | None = None) -> FitResult:
     """Continue the run that wrote checkpoint path (or the run folder path), in its own folder, exactly where it
     stopped.
 
@@ -604,7 +608,7 @@ def resume_run(path: Path, overrides: dict[str, Any], reporter: Reporter = NULL_
     path = path / LAST_CHECKPOINT if path.is_dir() else path  # a run folder resumes from its last.pt
     checkpoint, config, model = load_resumable(path, overrides)
     device, threads = prepare_device(config, ranks)
-    data = load_training_data(config, device)
+    data = load_training_data(config, device, data)
     model.to(device)
     with process_group(ranks, device, config.backend, config.dist_timeout) as ranks:
         run_dir = path.parent
