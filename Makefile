@@ -14,7 +14,7 @@ TRAIN_ARGS ?= --impl scratch
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "mlp needs Python >= 3.11 (set PYTHON=...)")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@echo "installing mlp with torch, torchvision, typer, rich, matplotlib, optuna, pytest, ruff and psycopg into $(VENV) ..."
+	@echo "installing mlp and its dependencies (pyproject.toml: torch, torchvision, typer, rich, matplotlib, tensorboard, onnx, optuna, ...; pytest, ruff) into $(VENV) ..."
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $@
 
