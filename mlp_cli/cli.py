@@ -157,7 +157,12 @@ def default(name: str) -> str:
 def with_default(text: str, setting: str) -> str:
     """Help text ending in the setting's Config default, as typer shows a default (the option's own default is
     None, "not given", so that a config file can set it)."""
-    return rf"{text} [dim]\[default: {default(setting)}][/dim]"  # dim like typer's own; \[ is a literal [
+    return shown_default(text, default(setting))
+
+
+def shown_default(text: str, shown: str) -> str:
+    """Help text ending in `[default: shown]`, dim like typer's own (typer's show_default=TEXT adds parentheses)."""
+    return rf"{text} [dim]\[default: {shown}][/dim]"  # \[ is a literal [
 
 
 def parse_choice(names: Sequence[str]) -> Callable[[str], str]:
@@ -684,11 +689,11 @@ def data_preview_command(
 from mlp_cli import sweep as sweep_defaults  # noqa: E402
 
 sweep_app = typer.Typer(help="Compare many settings: a grid or an Optuna search, each trial a run folder.",
-                        no_args_is_help=True)
+                        cls=PlainFlagsGroup, no_args_is_help=True)
 app.add_typer(sweep_app, name="sweep")
-StorageOption = Annotated[str | None, typer.Option(
-    help="Optuna storage URL: sqlite:///FILE, postgresql://USER@HOST/DB (workers on several machines) or "
-         "journal:FILE.", show_default="sqlite:///sweeps/NAME/study.db")]
+StorageOption = Annotated[str | None, typer.Option(metavar="URL", help=shown_default(
+    "Optuna storage URL: sqlite:///FILE, postgresql://USER@HOST/DB (workers on several machines) or journal:FILE.",
+    "sqlite:///sweeps/NAME/study.db"))]
 
 
 @sweep_app.callback(invoke_without_command=True)
@@ -696,30 +701,33 @@ StorageOption = Annotated[str | None, typer.Option(
 def sweep_command(
     ctx: typer.Context,
     param: Annotated[list[str] | None, typer.Option(
-        "--param", "-p", help="A swept setting, repeatable: NAME=V1,V2,... (hidden=64,512x256; augment=none,shift) "
-                              "or, with --search, a range NAME=LOW:HIGH or NAME=log:LOW:HIGH.")] = None,
+        "--param", "-p", metavar="NAME=VALUES",
+        help="A swept setting, repeatable: NAME=V1,V2,... (hidden=64,512x256; augment=none,shift) or, with "
+             "--search, a range NAME=LOW:HIGH or NAME=log:LOW:HIGH.")] = None,
     config: Annotated[Path | None, typer.Option(
-        "--config", help="TOML file of the base settings every trial starts from.")] = None,
-    name: Annotated[str | None, typer.Option(
-        help="The sweep's name: sweeps/NAME/ and the study.", show_default="the param names, e.g. hidden-lr")] = None,
-    search: Annotated[str, typer.Option(help="grid (every combination), tpe or random (Optuna samplers).")] = "grid",
-    trials: Annotated[int | None, typer.Option(
-        help="Trials of a search.", show_default=str(sweep_defaults.DEFAULT_SEARCH_TRIALS))] = None,
-    prune: Annotated[str, typer.Option(
-        help="Stop weak trials early on their per-epoch validation accuracy: none, median or hyperband.")] = "none",
-    val_size: Annotated[int | None, typer.Option(
-        help="Training images held out to choose on; the test split is evaluated for the chosen trial only.",
-        show_default=f"the config's, else {sweep_defaults.SWEEP_VAL_SIZE}")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the search's sampler (trial seeds come from the config).")] = 0,
+        "--config", metavar="PATH", help="TOML file of the base settings every trial starts from.")] = None,
+    name: Annotated[str | None, typer.Option(metavar="NAME", help=shown_default(
+        "The sweep's name: sweeps/NAME/ and the study.", "the param names, e.g. hidden-lr"))] = None,
+    search: Annotated[sweep_defaults.Search, choice_option(
+        sweep_defaults.SEARCHES, "grid: every combination; tpe or random: Optuna's samplers.")] = "grid",
+    trials: Annotated[int | None, typer.Option(metavar="INTEGER", help=shown_default(
+        "Trials of a search.", str(sweep_defaults.DEFAULT_SEARCH_TRIALS)))] = None,
+    prune: Annotated[sweep_defaults.Prune, choice_option(
+        sweep_defaults.PRUNERS, "Stop weak trials early on their per-epoch validation accuracy.")] = "none",
+    val_size: Annotated[int | None, typer.Option(metavar="INTEGER", help=shown_default(
+        "Training images held out to choose on; the test split is evaluated for the chosen trial only.",
+        f"the config's, else {sweep_defaults.SWEEP_VAL_SIZE}"))] = None,
+    seed: Annotated[int, typer.Option(
+        metavar="INTEGER", help="Seed of the search's sampler (trial seeds come from the config).")] = 0,
     workers: Annotated[int, typer.Option(
-        help="Worker processes on this machine, each with cores/N threads.")] = 1,
+        metavar="INTEGER", help="Worker processes on this machine, each with cores/N threads.")] = 1,
     storage: StorageOption = None,
     data_dir: DataDirOption = None,
     threads: Annotated[int | None, typer.Option(
-        help="CPU threads per worker.", show_default="cores / workers")] = None,
+        metavar="INTEGER", help=shown_default("CPU threads per worker.", "cores / workers"))] = None,
     heartbeat: Annotated[int, typer.Option(
-        help="Seconds between a worker's signs of life in an RDB storage; after two missed, another worker "
-             "takes its trial over.")] = sweep_defaults.HEARTBEAT_SECONDS,
+        metavar="SECONDS", help="Seconds between a worker's signs of life in an RDB storage; after two missed, "
+                                "another worker takes its trial over.")] = sweep_defaults.HEARTBEAT_SECONDS,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live table or trial lines.")] = False,
 ) -> None:
@@ -743,10 +751,10 @@ def sweep_command(
     print_sweep(report, as_json)
 
 
-@sweep_app.command("show")
+@sweep_app.command("show", cls=PlainFlagsCommand)
 @reports_errors
 def sweep_show_command(
-    name: Annotated[str, typer.Argument(help="The sweep's name (sweeps/NAME).")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The sweep's name (sweeps/NAME).")],
     storage: StorageOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
 ) -> None:

@@ -18,11 +18,12 @@ import socket
 import sys
 import threading
 import time
+import typing
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from mlp_cli.config import Config, config_to_dict, load_config, validate_settings
 from mlp_cli.errors import ConfigError, DataError, MlpError, TrainingDivergedError, TrainingStoppedError
@@ -36,8 +37,10 @@ STUDY_FILE = "study.db"
 TRIALS_FOLDER = "trials"
 DEFINITION_ATTR = "mlp_sweep"  # study user attr: the sweep's definition, set once every trial is enqueued
 CHOSEN_ATTR = "chosen"  # study user attr: the chosen trial and its test accuracy
-SEARCHES = ("grid", "tpe", "random")
-PRUNERS = ("none", "median", "hyperband")
+Search = Literal["grid", "tpe", "random"]
+Prune = Literal["none", "median", "hyperband"]
+SEARCHES: tuple[str, ...] = typing.get_args(Search)
+PRUNERS: tuple[str, ...] = typing.get_args(Prune)
 SWEEP_VAL_SIZE = 5000  # validation images held out when neither --val-size nor the base config sets one
 DEFAULT_SEARCH_TRIALS = 20
 HEARTBEAT_SECONDS = 30  # RDB storages: a trial whose worker stays silent for 2 heartbeats is taken over
