@@ -82,7 +82,14 @@ def plot_accuracy_line(rows: list["TrialRow"], name: str, path: Path) -> None:
     numbers = [as_number(value) for value in values]
     is_numeric = None not in numbers
     positions = numbers if is_numeric else list(range(len(values)))
-    axes.plot(positions, [accuracy[value] for value in values], marker="o")
+    is_ordered = all(sort_key(value)[0] == 0 for value in values)  # numbers, layer sizes: a line; names: points
+    heights = [accuracy[value] for value in values]
+    axes.plot(positions, heights, marker="o", linestyle="-" if is_ordered else "none")
+    for position, height in zip(positions, heights, strict=True):
+        if height is not None:
+            axes.annotate(f"{height:.4f}", (position, height), textcoords="offset points", xytext=(0, 6),
+                          ha="center", fontsize="small")
+    axes.margins(x=0.1, y=0.15)
     if is_numeric and min(numbers) > 0 and max(numbers) / min(numbers) > LOG_AXIS_RATIO:
         axes.set_xscale("log")
     axes.set_xticks(positions, [str(value) for value in values])
