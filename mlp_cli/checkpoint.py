@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from mlp_cli.config import Config, validate_settings
-from mlp_cli.errors import CheckpointError, MlpError
+from mlp_cli.errors import CheckpointError, MlpError, first_line, os_reason
 from mlp_cli.events import EpochMetrics
 from mlp_cli.models import build_model, parameter_shapes
 
@@ -41,21 +41,10 @@ def save_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:
     except (OSError, RuntimeError) as err:
         # on a full disk torch's zip writer fails with its own RuntimeError ("unexpected pos ..."), raised
         # while the OSError that caused it (ENOSPC, EFBIG) is being handled: name that cause when there is one
-        raise CheckpointError(f"{path}: cannot save checkpoint ({describe_write_error(err)})") from err
+        raise CheckpointError(f"{path}: cannot save checkpoint ({os_reason(err)})") from err
     finally:
         with contextlib.suppress(OSError):
             temporary.unlink(missing_ok=True)
-
-
-def describe_write_error(err: BaseException) -> str:
-    """The operating system's reason for a failed write (e.g. "No space left on device"), else torch's first line."""
-    cause: BaseException | None = err
-    while cause is not None:
-        if isinstance(cause, OSError):
-            return cause.strerror or str(cause)
-        cause = cause.__cause__ or cause.__context__
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -271,8 +260,7 @@ def restore_model(checkpoint: dict[str, Any], path: Path) -> tuple[Config, nn.Mo
         model = build_model(*arguments)
         model.load_state_dict(checkpoint["model_state"])
     except (MlpError, KeyError, TypeError, RuntimeError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path}: checkpoint does not describe a usable model ({reason})") from err
+        raise CheckpointError(f"{path}: checkpoint does not describe a usable model ({first_line(err)})") from err
     return config, model
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING
 
-from mlp_cli.errors import MlpError
+from mlp_cli.errors import MlpError, os_reason
 
 if TYPE_CHECKING:
     from mlp_cli.events import BatchProgress, EpochMetrics, TrainingPlan
@@ -132,9 +132,8 @@ def serve(requests: IO[str]) -> None:
             draw_curves(Path(request["run_dir"]), request["rows"])
         except Exception as err:  # a picture must never cost the run: say it once, keep serving
             if not warned:
-                reason = (err.strerror if isinstance(err, OSError) and err.strerror
-                          else str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__)
-                print(f"warning: cannot draw {Path(request['run_dir']) / CURVES_FILE} ({reason}); training goes on",
+                print(f"warning: cannot draw {Path(request['run_dir']) / CURVES_FILE} ({os_reason(err)}); training "
+                      "goes on",
                       file=sys.stderr, flush=True)
                 warned = True
 

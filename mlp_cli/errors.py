@@ -39,3 +39,23 @@ class TrainingDivergedError(MlpError):
     """The loss became NaN or infinite; nothing was saved after the last good epoch."""
 
     same_on_every_rank = True  # found in the loss summed over the ranks
+
+
+def first_line(err: BaseException) -> str:
+    """err's message as a one-line error quotes it: its first line, or its type when it has no message."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def os_reason(err: BaseException) -> str:
+    """The operating system's reason behind err (e.g. "No space left on device"), else its first line.
+
+    Libraries often fail with their own exception while the OSError that caused it is being handled (torch's
+    zip writer on a full disk: "unexpected pos ..."); the cause is what the user can act on.
+    """
+    cause: BaseException | None = err
+    while cause is not None:
+        if isinstance(cause, OSError):
+            return cause.strerror or first_line(cause)
+        cause = cause.__cause__ or cause.__context__
+    return first_line(err)

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from mlp_cli.errors import MlpError
+from mlp_cli.errors import MlpError, first_line
 from mlp_cli.images import Prediction, classify_images
 
 
@@ -28,7 +28,7 @@ def open_onnx_model(path: Path) -> tuple[Any, dict[str, str]]:
     try:
         session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime raises its own exception types, not importable in a stable way
-        raise MlpError(f"{path}: not a readable ONNX model ({str(err).strip().splitlines()[0]})") from err
+        raise MlpError(f"{path}: not a readable ONNX model ({first_line(err)})") from err
     metadata = session.get_modelmeta().custom_metadata_map
     if "class_names" not in metadata or "input_size" not in metadata:
         raise MlpError(f"{path}: no class names or input size in its metadata (export it with mlp export)")

@@ -26,7 +26,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mlp_cli.config import Config, config_to_dict, load_config, validate_settings
-from mlp_cli.errors import ConfigError, DataError, MlpError, TrainingDivergedError, TrainingStoppedError
+from mlp_cli.errors import (
+    ConfigError,
+    DataError,
+    MlpError,
+    TrainingDivergedError,
+    TrainingStoppedError,
+    first_line,
+)
 from mlp_cli.events import EpochMetrics, TrainingPlan
 from mlp_cli.runs import BEST_CHECKPOINT, LAST_CHECKPOINT, read_metrics
 from mlp_cli.signals import StopRequest
@@ -193,8 +200,7 @@ def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS) -> Any:
         return optuna.storages.RDBStorage(url, engine_kwargs, heartbeat_interval=heartbeat,
                                           heartbeat_stale_trial_callback=retry)
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError, optuna.exceptions.StorageInternalError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise MlpError(f"--storage {shown}: cannot use the database ({reason})") from err
+        raise MlpError(f"--storage {shown}: cannot use the database ({first_line(err)})") from err
 
 
 def use_write_ahead_log(path: Path) -> None:

@@ -24,7 +24,14 @@ from mlp_cli.config import RESUMABLE_CHANGES, Config, config_to_dict, config_to_
 from mlp_cli.data import DataModule, hold_out, load_data
 from mlp_cli.devices import prepare_device
 from mlp_cli.distributed import SINGLE_PROCESS, Ranks, launched_ranks, process_group
-from mlp_cli.errors import CheckpointError, ConfigError, MlpError, TrainingDivergedError, TrainingStoppedError
+from mlp_cli.errors import (
+    CheckpointError,
+    ConfigError,
+    MlpError,
+    TrainingDivergedError,
+    TrainingStoppedError,
+    first_line,
+)
 from mlp_cli.events import NULL_REPORTER, BatchProgress, EpochMetrics, FitResult, Reporter, TrainingPlan
 from mlp_cli.models import build_model
 from mlp_cli.optim import SGD, Optimizer
@@ -532,7 +539,7 @@ def check_optimizer_state(state: dict[str, Any], model: nn.Module, config: Confi
         try:
             fresh.load_state_dict(state)
         except (ValueError, KeyError, TypeError, RuntimeError) as err:
-            problem = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            problem = first_line(err)
     if problem:
         raise CheckpointError(f"{path}: damaged checkpoint, the optimizer state cannot be resumed ({problem})")
 
