@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mlp_cli.config import Config, validate_settings
+from mlp_cli.config import Config, is_int, is_number, validate_settings
 from mlp_cli.errors import CheckpointError, MlpError, first_line, os_reason
 from mlp_cli.events import EpochMetrics
 from mlp_cli.models import build_model, parameter_shapes
@@ -222,14 +222,6 @@ def rng_state_problem(name: str, state: Any) -> str | None:
     except (TypeError, RuntimeError, ValueError):
         return f"{name} is not a random generator's state"
     return None
-
-
-def is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def short(value: Any) -> str:

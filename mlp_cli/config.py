@@ -214,6 +214,16 @@ def did_you_mean(value: str, names: Sequence[str]) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
+def is_int(value: Any) -> bool:
+    """Whether value is an integer (a bool is not, although Python counts it as one)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """Whether value is an int or a float (a bool is not a number here)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def coerce_value(where: str, value: Any, expected: Any) -> Any:
     """The value converted to the field's type; a bool is never taken for a number."""
     is_optional = isinstance(expected, types.UnionType) and type(None) in typing.get_args(expected)
@@ -225,9 +235,9 @@ def coerce_value(where: str, value: Any, expected: Any) -> Any:
         return value
     if expected is bool and isinstance(value, bool):
         return value
-    if expected is int and isinstance(value, int) and not isinstance(value, bool):
+    if expected is int and is_int(value):
         return value
-    if expected is float and isinstance(value, int | float) and not isinstance(value, bool):
+    if expected is float and is_number(value):
         return float(value)
     if expected == tuple[str, ...]:
         if isinstance(value, str):
@@ -235,13 +245,11 @@ def coerce_value(where: str, value: Any, expected: Any) -> Any:
         if isinstance(value, list | tuple) and all(isinstance(item, str) for item in value):
             return tuple(value)
     if expected == tuple[int, ...]:
-        if isinstance(value, int) and not isinstance(value, bool):
+        if is_int(value):
             return (value,)  # one hidden layer: Config(hidden=256) as well as hidden = [256]
         if isinstance(value, str):
             return parse_sizes(where, value)
-        if isinstance(value, list | tuple) and all(
-            isinstance(item, int) and not isinstance(item, bool) for item in value
-        ):
+        if isinstance(value, list | tuple) and all(is_int(item) for item in value):
             return tuple(value)
     type_names = {tuple[int, ...]: "a list of integers", tuple[str, ...]: "a list of names"}
     type_name = type_names.get(expected) or f"a {expected.__name__}"

@@ -4,6 +4,7 @@ No torch here, so `mlp runs` answers at once.
 """
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -12,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from mlp_cli.config import Config, config_to_dict, read_toml, validate_settings
+from mlp_cli.config import Config, config_to_dict, is_int, is_number, read_toml, validate_settings
 from mlp_cli.errors import MlpError
 
 RUNS_ROOT = Path("runs")
@@ -24,11 +25,6 @@ BEST_CHECKPOINT = "best.pt"
 TEMPORARY_PATTERNS = (".config.toml.*tmp", ".metrics.jsonl.*tmp", ".last.pt.*tmp", ".best.pt.*tmp", ".curves.png.tmp*")
 MAX_SAME_NAME = 1000  # runs started in the same second get -2, -3, ...
 
-
-# the columns every metrics.jsonl row has (EpochMetrics); the others may be None on epochs not evaluated
-REQUIRED_METRICS = ("train_loss", "train_accuracy")
-OPTIONAL_METRICS = ("test_loss", "test_accuracy", "val_loss", "val_accuracy", "train_eval_loss",
-                    "train_eval_accuracy", "seconds")
 DEFAULT_SETTINGS = config_to_dict(Config())
 
 
@@ -50,24 +46,21 @@ class RunSummary:
     problem: str | None = None  # why the folder could not be read (config.toml or metrics.jsonl damaged)
 
 
-def is_number(value: Any) -> bool:
-    """Whether value is an int or float (a bool is not a number here)."""
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def check_metrics_row(row: Any) -> str | None:
     """What is wrong with one metrics.jsonl row, or None if it can be listed and plotted."""
     if not isinstance(row, dict):
         return f"a row is {type(row).__name__}, expected an object"
     epoch = row.get("epoch")
-    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 1:
+    if not is_int(epoch) or epoch < 1:
         return f"a row has epoch {epoch!r}, expected an integer >= 1"
-    for key in REQUIRED_METRICS:
-        if not is_number(row.get(key)):
-            return f"epoch {epoch} has {key} {row.get(key)!r}, expected a number"
-    for key in OPTIONAL_METRICS:
-        if row.get(key) is not None and not is_number(row[key]):
-            return f"epoch {epoch} has {key} {row[key]!r}, expected a number or null"
+    from mlp_cli.events import EpochMetrics  # its columns; events imports this module's file names
+
+    for column in dataclasses.fields(EpochMetrics)[1:]:  # after epoch
+        value = row.get(column.name)
+        if column.default is dataclasses.MISSING and not is_number(value):  # measured every epoch
+            return f"epoch {epoch} has {column.name} {value!r}, expected a number"
+        if value is not None and not is_number(value):
+            return f"epoch {epoch} has {column.name} {value!r}, expected a number or null"
     return None
 
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlp_cli.config import is_number
 from mlp_cli.errors import MlpError
 from mlp_cli.plots import FIGURE_DPI, PANEL_SIZE_INCHES, plot_curves, save_figure
 from mlp_cli.runs import read_metrics
@@ -68,7 +69,7 @@ def as_number(value: Any) -> int | float | None:
     """A param value as a number for an x axis (hidden=1024 is stored as the text "1024"), else None."""
     if isinstance(value, str) and value.isdigit():
         return int(value)
-    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+    return value if is_number(value) else None
 
 
 def plot_accuracy_line(rows: list["TrialRow"], name: str, path: Path) -> None:

@@ -19,8 +19,16 @@ from torch import nn
 from torch.nn import functional
 
 from mlp_cli.augment import augment_batch
-from mlp_cli.checkpoint import is_int, is_number, load_checkpoint, restore_model, save_checkpoint
-from mlp_cli.config import RESUMABLE_CHANGES, Config, config_to_dict, config_to_toml, validate_settings
+from mlp_cli.checkpoint import load_checkpoint, restore_model, save_checkpoint
+from mlp_cli.config import (
+    RESUMABLE_CHANGES,
+    Config,
+    config_to_dict,
+    config_to_toml,
+    is_int,
+    is_number,
+    validate_settings,
+)
 from mlp_cli.data import DataModule, hold_out, load_data
 from mlp_cli.devices import prepare_device
 from mlp_cli.distributed import SINGLE_PROCESS, Ranks, launched_ranks, process_group
