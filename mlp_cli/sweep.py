@@ -445,19 +445,25 @@ class TrialReporter:
 
 @contextlib.contextmanager
 def heartbeat(storage: Any, trial_id: int, seconds: int) -> Iterator[None]:
-    """Record the trial's heartbeat every few seconds while it trains (RDB storages only)."""
+    """Record the trial's heartbeat at once and then every few seconds while it trains (RDB storages only)."""
     if not has_heartbeat(storage):
         yield
         return
+    storage.record_heartbeat(trial_id)
+    with repeating(lambda: storage.record_heartbeat(trial_id), seconds):
+        yield
+
+
+@contextlib.contextmanager
+def repeating(action: Callable[[], None], seconds: float) -> Iterator[None]:
+    """Call action every `seconds` in a background thread while the block runs (the block is the training)."""
     stopped = threading.Event()
 
-    def beat() -> None:
-        while True:
-            storage.record_heartbeat(trial_id)
-            if stopped.wait(seconds):
-                return
+    def loop() -> None:
+        while not stopped.wait(seconds):
+            action()
 
-    thread = threading.Thread(target=beat, daemon=True)
+    thread = threading.Thread(target=loop, daemon=True)
     thread.start()
     try:
         yield
@@ -705,19 +711,8 @@ class Monitor:
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:
         """Tick in a background thread while the block (an in-process worker) runs."""
-        stopped = threading.Event()
-
-        def loop() -> None:
-            while not stopped.wait(POLL_SECONDS):
-                self.tick()
-
-        thread = threading.Thread(target=loop, daemon=True)
-        thread.start()
-        try:
+        with repeating(self.tick, POLL_SECONDS):
             yield
-        finally:
-            stopped.set()
-            thread.join()
 
 
 def describe_row(row: TrialRow) -> str:
