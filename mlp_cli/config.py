@@ -4,6 +4,7 @@ import dataclasses
 import difflib
 import json
 import math
+import os
 import re
 import tomllib
 import types
@@ -212,6 +213,12 @@ def did_you_mean(value: str, names: Sequence[str]) -> str:
     """" (did you mean NAME?)" for the name closest to a typo, or "" when none is close."""
     close = difflib.get_close_matches(value, names, n=1)
     return f" (did you mean {close[0]}?)" if close else ""
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity, where the system tells it); torch-free, so that the
+    CLI can plan threads and processes before importing torch."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def is_int(value: Any) -> bool:

@@ -1,10 +1,9 @@
 """Where training runs: the device, its thread count and whether it can do the requested precision."""
 
-import os
 
 import torch
 
-from mlp_cli.config import DEVICE_PATTERN, Config
+from mlp_cli.config import DEVICE_PATTERN, Config, available_cores
 from mlp_cli.distributed import SINGLE_PROCESS, Ranks
 from mlp_cli.errors import MlpError
 
@@ -39,11 +38,6 @@ def check_precision(device: torch.device, precision: str) -> None:
         raise MlpError("--precision bf16: not supported on mps; use --precision fp32")
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise MlpError(f"--precision bf16: {torch.cuda.get_device_name(device)} has no bf16 support; use fp32")
-
-
-def available_cores() -> int:
-    """The CPU cores this process may run on (its affinity, where the system tells it)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def configure_threads(threads: int, processes_here: int = 1) -> int:

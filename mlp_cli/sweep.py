@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from mlp_cli.config import Config, config_to_dict, load_config, validate_settings
+from mlp_cli.config import Config, available_cores, config_to_dict, load_config, validate_settings
 from mlp_cli.errors import (
     ConfigError,
     DataError,
@@ -141,7 +141,7 @@ def plan_sweep(name: str | None, config_path: Path | None, param_texts: list[str
     sweep_dir = SWEEPS_ROOT / name
     storage_url = storage or default_storage_url(sweep_dir)
     machine = {"data_dir": base.data_dir, "device": base.device,
-               "threads": base.threads or max(1, usable_cores() // workers)}
+               "threads": base.threads or max(1, available_cores() // workers)}
     return SweepPlan(name, sweep_dir, storage_url, base, params, search, count, prune, seed, workers, machine,
                      heartbeat)
 
@@ -149,11 +149,6 @@ def plan_sweep(name: str | None, config_path: Path | None, param_texts: list[str
 def default_storage_url(sweep_dir: Path) -> str:
     """SQLite in the sweep's folder: enough for the workers of one machine."""
     return f"sqlite:///{(sweep_dir / STUDY_FILE).absolute()}"
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (torch-free: the CLI plans before importing torch)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 # --- storage and study ---------------------------------------------------------------------------------------
