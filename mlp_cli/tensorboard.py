@@ -8,10 +8,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from mlp_cli.config import read_toml
 from mlp_cli.errors import MlpError
 from mlp_cli.events import BatchProgress, EpochMetrics, TrainingPlan
-from mlp_cli.runs import CONFIG_FILE
 
 TB_FOLDER = "tb"
 LOCALHOST = "127.0.0.1"
@@ -31,8 +29,9 @@ HPARAM_VAL_METRICS = ("accuracy/val", "loss/val")
 class TensorBoardReporter:
     """Writes a run's epochs into RUN/tb when its config has tensorboard = true; otherwise does nothing.
 
-    The run's own config.toml decides (read at on_start), so a resumed run keeps logging as it started. Events are
-    flushed once per epoch: the writer's thread does the file work, the epoch never waits for a disk write.
+    The run's settings in its plan decide (a resumed run's are its checkpoint's, with the flags a resume may
+    change), so a resumed run keeps logging as it started. Events are flushed once per epoch: the writer's
+    thread does the file work, the epoch never waits for a disk write.
     Use it as a context manager around training, so the event file is closed even when training fails.
     """
 
@@ -49,7 +48,7 @@ class TensorBoardReporter:
             self.writer.close()
 
     def on_start(self, plan: TrainingPlan) -> None:
-        settings = read_toml(Path(plan.run_dir) / CONFIG_FILE)
+        settings = dict(plan.settings)
         if not settings.get("tensorboard"):
             return
         from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package: only when asked for
