@@ -34,6 +34,13 @@ GRID_CELL_INCHES = 1.3
 MAX_MISTAKES_SHOWN = 32
 
 
+def activation_panels(names: list[str], ys: list[torch.Tensor], grads: list[torch.Tensor] | None,
+                      ) -> list[tuple[list[torch.Tensor], str]]:
+    """The panels of an activation plot, as (curves, title): the functions, then (if given) their gradients."""
+    panels = [(ys, ", ".join(f"{name}(x)" for name in names))]
+    return panels if grads is None else [*panels, (grads, f"grad of {', '.join(names)}")]
+
+
 def plot_activation(names: list[str], x: torch.Tensor, ys: list[torch.Tensor], grads: list[torch.Tensor] | None,
                     path: Path) -> None:
     """Write D2L's pair of figures (5.1.2): the activations, and beside them their gradients, as one image;
@@ -44,8 +51,7 @@ def plot_activation(names: list[str], x: torch.Tensor, ys: list[torch.Tensor], g
     """
     from matplotlib.figure import Figure  # slow import, needed only here
 
-    titles = (", ".join(f"{name}(x)" for name in names), f"grad of {', '.join(names)}")
-    panels = [(ys, titles[0])] + ([] if grads is None else [(grads, titles[1])])
+    panels = activation_panels(names, ys, grads)
     figure = Figure(figsize=(PANEL_SIZE_INCHES[0] * len(panels), PANEL_SIZE_INCHES[1]), layout="constrained")
     for axes, (curves, label) in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels, strict=True):
         for name, values in zip(names, curves, strict=True):
@@ -183,8 +189,7 @@ def activation_text_plot(names: list[str], x: torch.Tensor, ys: list[torch.Tenso
     twice the terminal's resolution with half blocks. Its own y labels can sit rows away from their values (the
     sigmoid's "1" at 0.8), so each panel gets labels placed here, on the row its curve crosses that value.
     """
-    titles = (", ".join(f"{name}(x)" for name in names), f"grad of {', '.join(names)}")
-    panels = [(ys, titles[0])] + ([] if grads is None else [(grads, titles[1])])
+    panels = activation_panels(names, ys, grads)
     legend = names if len(names) > 1 else None
     return "\n".join(text_panel(title, x, curves, legend, color) for curves, title in panels)
 
