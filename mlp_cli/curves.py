@@ -4,7 +4,10 @@ A matplotlib drawing costs a few tenths of a second of Python, as long as a smal
 would hold the GIL the training loop needs. So the training process only sends the metrics rows, one JSON line
 at most every MIN_SECONDS_BETWEEN_DRAWINGS, to `python -m mlp_cli.curves`, which draws them into a temporary
 file and moves it into place (never half-written). The last rows are always sent when training ends, however
-it ends, and the drawer is waited for. A drawing that fails is a warning on stderr, never a lost run.
+it ends. A run that finishes waits for the drawer; a run stopped by Ctrl-C or SIGTERM, or ended by an error, does
+not: the drawer, in a session of its own, draws the last rows and exits by itself. A stop must never wait on a
+picture (torchrun kills a worker that has not stopped 30 s after SIGTERM, before it says how to resume). A
+drawing that fails is a warning on stderr, never a lost run.
 """
 
 import dataclasses
@@ -23,6 +26,7 @@ if TYPE_CHECKING:
 
 MIN_SECONDS_BETWEEN_DRAWINGS = 5.0  # the picture is at most this (plus one drawing) behind the metrics
 FINAL_DRAWING_TIMEOUT_SECONDS = 60.0
+DRAWER_COMMAND = [sys.executable, "-m", "mlp_cli.curves"]
 
 
 class CurvesReporter:
@@ -36,6 +40,7 @@ class CurvesReporter:
         self._drawn_rows = 0  # how many rows the last request held
         self._last_request = -float("inf")
         self._drawer: subprocess.Popen | None = None
+        self.last_drawer: subprocess.Popen | None = None  # the drawer, still drawing perhaps, after close()
 
     def on_start(self, plan: "TrainingPlan") -> None:
         from mlp_cli.runs import read_metrics
@@ -63,22 +68,23 @@ class CurvesReporter:
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  traceback: TracebackType | None) -> None:
-        self.close()
+        self.close(wait=kind is None)
 
-    def close(self) -> None:
-        """Send the last rows if they are not drawn yet, and wait for the drawer to finish."""
+    def close(self, wait: bool = True) -> None:
+        """Send the last rows if they are not drawn yet; wait for the drawer to finish, or leave it drawing."""
         if self.rows and len(self.rows) != self._drawn_rows:
             self._request()
         if self._drawer is None:
             return
         try:
             self._drawer.stdin.close()
-            self._drawer.wait(timeout=FINAL_DRAWING_TIMEOUT_SECONDS)
+            if wait:
+                self._drawer.wait(timeout=FINAL_DRAWING_TIMEOUT_SECONDS)
         except OSError:  # the drawer was gone already
             pass
         except subprocess.TimeoutExpired:
             self._drawer.kill()
-        self._drawer = None
+        self.last_drawer, self._drawer = self._drawer, None
 
     def _request_if_due(self) -> None:
         new_rows = len(self.rows) != self._drawn_rows
@@ -97,12 +103,10 @@ class CurvesReporter:
         self.drawings_requested += 1
         self._drawn_rows, self._last_request = len(self.rows), time.monotonic()
 
-
     def _start_drawer(self) -> None:
         if self._drawer is None:
             # a session of its own: Ctrl-C at the terminal goes to training alone, which then asks for a last drawing
-            self._drawer = subprocess.Popen([sys.executable, "-m", "mlp_cli.curves"], stdin=subprocess.PIPE,
-                                            text=True, start_new_session=True)
+            self._drawer = subprocess.Popen(DRAWER_COMMAND, stdin=subprocess.PIPE, text=True, start_new_session=True)
 
 
 def draw_curves(run_dir: Path, rows: list[dict]) -> Path:

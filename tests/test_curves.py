@@ -1,16 +1,23 @@
 """curves.png: drawn by a separate process from the newest metrics, so pictures never slow or stop training."""
 
 import io
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
+
+from mlp_cli import curves as curves_module
 from mlp_cli.config import load_config
 from mlp_cli.curves import CurvesReporter, serve
+from mlp_cli.errors import TrainingStoppedError
 from mlp_cli.events import EpochMetrics, ReporterGroup
 from mlp_cli.plots import plot_curves
 from mlp_cli.runs import read_metrics
+from mlp_cli.signals import StopRequest
 from mlp_cli.training import resume_run, train
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -43,6 +50,46 @@ def test_a_resumed_run_draws_its_earlier_epochs_too(data_dir: Path) -> None:
         resume_run(Path("run/last.pt"), {"epochs": 3}, curves)
     assert [row["epoch"] for row in curves.rows] == [1, 2, 3]
     assert Path("run/curves.png").read_bytes() == expected_picture(Path("run"), "expected.png")
+
+
+class StopAfterEpoch:
+    """A reporter that asks the run to stop, as Ctrl-C would, once `epoch` has finished."""
+
+    def __init__(self, stop: StopRequest, epoch: int) -> None:
+        self.stop, self.epoch = stop, epoch
+
+    def on_start(self, plan: object) -> None: ...
+    def on_batch(self, progress: object) -> None: ...
+    def on_checkpoint(self, path: Path) -> None: ...
+
+    def on_epoch(self, metrics: EpochMetrics) -> None:
+        if metrics.epoch == self.epoch:
+            self.stop.signal_number = signal.SIGINT
+
+
+def test_a_stopped_run_leaves_the_drawer_to_finish_the_picture_on_its_own(data_dir: Path) -> None:
+    stop = StopRequest()
+    with pytest.raises(TrainingStoppedError), CurvesReporter(min_interval=3600) as curves:
+        train(small_config(data_dir, epochs=5), Path("run"), ReporterGroup(curves, StopAfterEpoch(stop, 2)), stop)
+    drawer = curves.last_drawer
+    assert drawer is not None
+    drawer.wait(timeout=120)  # what the stopped command no longer does
+    assert [row["epoch"] for row in read_metrics(Path("run"))] == [1, 2]
+    assert Path("run/curves.png").read_bytes() == expected_picture(Path("run"), "expected.png")
+
+
+def test_a_stop_never_waits_for_a_slow_drawer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # torchrun kills a worker still running 30 s after SIGTERM: a stop that waited for a picture lost its message
+    monkeypatch.setattr(curves_module, "DRAWER_COMMAND", [sys.executable, "-c", "import time; time.sleep(120)"])
+    started = time.monotonic()
+    with pytest.raises(TrainingStoppedError), CurvesReporter(min_interval=0) as curves:
+        curves.on_start(SimpleNamespace(run_dir=str(tmp_path), first_epoch=1))
+        curves.on_epoch(EpochMetrics(1, 2.0, 0.3, test_loss=1.9, test_accuracy=0.4))
+        raise TrainingStoppedError("stopped in epoch 2", 130)
+    waited = time.monotonic() - started
+    curves.last_drawer.kill()
+    curves.last_drawer.wait()
+    assert waited < 60  # the drawer sleeps for 120 s; returning at once takes well under a second
 
 
 def test_the_training_process_never_imports_matplotlib(data_dir: Path) -> None:
