@@ -40,10 +40,11 @@ from mlp_cli.data import (
     load_data,
 )
 from mlp_cli.devices import configure_threads, resolve_device
-from mlp_cli.events import NULL_REPORTER, TrainingPlan
+from mlp_cli.evaluation import evaluate
+from mlp_cli.events import TrainingPlan
 from mlp_cli.models import build_model
 from mlp_cli.reporting import RichReporter
-from mlp_cli.training import EpochProgress, derive_seed, evaluate, train_epoch
+from mlp_cli.trainer import EpochProgress, Trainer
 
 IDX_HEADERS = {"images": (0x00000803, 3), "labels": (0x00000801, 1)}
 TRAIN_SAMPLES, TEST_SAMPLES, IMAGE_SIDE = 60000, 10000, 28
@@ -93,8 +94,6 @@ def measure_mlp_epoch(config: Config, data, repeats: int, synchronize) -> tuple[
     torch.manual_seed(config.seed)
     model = build_model(config.impl, data.num_inputs, config.hidden, data.num_classes, config.sigma)
     model.to(data.train_labels.device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr)
-    generator = torch.Generator().manual_seed(derive_seed(config.seed, "data-order"))
     screen = Console(file=io.StringIO(), force_terminal=True, width=120)  # rendered, as on a terminal
     device = data.train_labels.device
     plan = TrainingPlan(config.impl, config.hidden, 0, str(device), 0, config.precision,
@@ -103,10 +102,10 @@ def measure_mlp_epoch(config: Config, data, repeats: int, synchronize) -> tuple[
     epochs = iter(range(1, 1000))
 
     def epoch() -> None:
-        progress = EpochProgress.start(generator, device)
-        train_epoch(model, optimizer, data, config, generator, next(epochs), progress, reporter)
+        trainer.train_epoch(next(epochs), EpochProgress.start(trainer.generator, device))
 
     with RichReporter(screen) as reporter:
+        trainer = Trainer(config, model, data, Path("unused"), reporter)  # its loop only: nothing is saved
         reporter.on_start(plan)
         train_seconds = median_seconds(epoch, repeats, synchronize)
     eval_seconds = median_seconds(lambda: evaluate(model, data, "test", config), repeats, synchronize)
@@ -284,13 +283,11 @@ def compare_precisions(data, device: torch.device, threads: int, args: argparse.
         config = load_config(None, {"device": str(device), "threads": threads, "precision": precision})
         torch.manual_seed(config.seed)
         model = build_model(config.impl, data.num_inputs, config.hidden, data.num_classes, config.sigma).to(device)
-        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr)
-        generator = torch.Generator().manual_seed(derive_seed(config.seed, "data-order"))
+        trainer = Trainer(config, model, data, Path("unused"))  # its loop only: nothing is saved
         times = []
         for epoch in range(1, args.accuracy_epochs + 1):
             started = time.perf_counter()
-            progress = EpochProgress.start(generator, device)
-            train_epoch(model, optimizer, data, config, generator, epoch, progress, NULL_REPORTER)
+            trainer.train_epoch(epoch, EpochProgress.start(trainer.generator, device))
             synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
             synchronize()
             times.append(time.perf_counter() - started)

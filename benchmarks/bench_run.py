@@ -29,12 +29,13 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from mlp_cli import training
+from mlp_cli import trainer, training
 from mlp_cli.config import load_config
 from mlp_cli.curves import CurvesReporter
 from mlp_cli.data import load_data
 from mlp_cli.events import ReporterGroup
 from mlp_cli.reporting import RichReporter
+from mlp_cli.trainer import Trainer
 
 BENCHMARKS = Path(__file__).parent
 MLP = Path(sys.executable).parent / "mlp"
@@ -73,8 +74,8 @@ def timed(buckets: dict[str, float], name: str, function: Callable) -> Callable:
 def breakdown(impl: str, epochs: int, data_dir: str | None, out: Path) -> dict[str, float]:
     """Seconds per epoch of each part of one in-process run, from hooks around the library's calls."""
     buckets: dict[str, float] = defaultdict(float)
-    hooks = {(training, "train_epoch"): "training pass", (training, "evaluate"): "evaluation",
-             (training, "save_checkpoint"): "checkpoints", (training, "write_metrics"): "metrics file"}
+    hooks = {(Trainer, "train_epoch"): "training pass", (trainer, "evaluate"): "evaluation",
+             (trainer, "save_checkpoint"): "checkpoints", (trainer, "write_metrics"): "metrics file"}
     for method in ("on_start", "on_batch", "on_epoch", "on_checkpoint"):
         hooks[(RichReporter, method)] = "terminal display"
         hooks[(CurvesReporter, method)] = "curve drawing (requests)"

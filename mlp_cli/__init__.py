@@ -22,9 +22,9 @@ EXPORTS = {
     "MLPScratch": "mlp_cli.models",
     "MLPConcise": "mlp_cli.models",
     "train": "mlp_cli.notebook",  # with progress shown; mlp_cli.training.train takes any Reporter
-    "fit": "mlp_cli.training",
+    "Trainer": "mlp_cli.trainer",
     "resume_run": "mlp_cli.training",
-    "evaluate": "mlp_cli.training",
+    "evaluate": "mlp_cli.evaluation",
     "evaluate_checkpoint": "mlp_cli.evaluation",
     "load_checkpoint": "mlp_cli.checkpoint",
 }

@@ -1,4 +1,9 @@
-"""Checkpoints: written atomically, loaded without running code, checked before use, turned back into models."""
+"""Checkpoints: the one schema (TrainState), written atomically, loaded without running code, checked before use,
+turned back into models.
+
+A checkpoint file is TrainState.to_dict() saved by torch.save: tensors and plain values only, so that it loads
+with weights_only=True. Nothing outside this module spells its keys.
+"""
 
 import contextlib
 import dataclasses
@@ -6,6 +11,7 @@ import os
 import pickle
 import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +24,158 @@ from mlp_cli.events import EpochMetrics
 from mlp_cli.models import build_model, parameter_shapes
 
 CHECKPOINT_FORMAT = "mlp-checkpoint"
-FORMAT_VERSION = 1
-REQUIRED_KEYS = ("config", "model", "model_state", "epoch", "metrics")
+# 1: the model's input size and class names under "model"; 2 (mlp 0.5): under "architecture" (1 still loads)
+FORMAT_VERSION = 2
+REQUIRED_KEYS = ("config", "architecture", "model_state", "epoch", "metrics")
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive (since torch 1.6)
 PICKLE_PROTO = b"\x80"  # ... or, before that, a pickle (protocol 2 or later)
 SHOWN_CHARACTERS = 40  # of a bad value quoted in an error message
 
 
-def save_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:
-    """Write checkpoint to path through a temporary file in the same folder, so path is never half-written.
+@dataclass(frozen=True)
+class Architecture:
+    """What the weights and the config do not say about the model: its input size and its classes' names."""
+
+    num_inputs: int
+    num_outputs: int
+    class_names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RankSums:
+    """One rank's running sums of an epoch in progress (under torchrun each rank adds up its own part)."""
+
+    samples_done: int
+    loss_sum: torch.Tensor
+    correct: torch.Tensor
+
+
+@dataclass(frozen=True)
+class SavedProgress:
+    """An epoch stopped part-way (Ctrl-C, SIGTERM): enough to continue it exactly, on the CPU."""
+
+    order_state: torch.Tensor  # the data-order generator's state before the epoch's permutation was drawn
+    batches_done: int
+    totals: RankSums  # over all ranks
+    seconds: float
+    by_rank: tuple[RankSums, ...] | None = None  # under torchrun: each rank's own sums, in rank order
+
+
+@dataclass(frozen=True)
+class RngStates:
+    """The random generators a resumed run continues: dropout's (torch's global one) and the data order's."""
+
+    torch: torch.Tensor
+    data_order: torch.Tensor  # at the next epoch boundary
+    torch_by_rank: tuple[torch.Tensor, ...] | None = None  # under torchrun: each rank's own dropout stream
+
+
+@dataclass(frozen=True)
+class TrainState:
+    """A checkpoint: the model and, for last.pt, everything needed to resume the run exactly where it stopped."""
+
+    config: dict[str, Any]  # the run's settings, as config_to_dict writes them (validated by restore_model)
+    architecture: Architecture
+    model_state: dict[str, torch.Tensor]  # the plain model's, never DDP's (no "module." prefixes)
+    metrics: tuple[EpochMetrics, ...]  # one row per finished epoch
+    optimizer_state: dict[str, Any] | None = None  # None: the weights alone, which evaluate but cannot resume
+    progress: SavedProgress | None = None  # None at an epoch boundary
+    rng: RngStates | None = None
+
+    @property
+    def epoch(self) -> int:
+        """Finished epochs."""
+        return len(self.metrics)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The checkpoint as torch.save writes it (format FORMAT_VERSION)."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "format_version": FORMAT_VERSION,
+            "config": self.config,
+            "architecture": {"num_inputs": self.architecture.num_inputs,
+                             "num_outputs": self.architecture.num_outputs,
+                             "class_names": list(self.architecture.class_names)},
+            "model_state": self.model_state,
+            "optimizer_state": self.optimizer_state,
+            "epoch": self.epoch,
+            "metrics": [dataclasses.asdict(row) for row in self.metrics],
+            "progress": None if self.progress is None else progress_to_dict(self.progress),
+            "rng": None if self.rng is None else {
+                "torch": self.rng.torch, "data_order": self.rng.data_order,
+                **({} if self.rng.torch_by_rank is None else {"torch_by_rank": list(self.rng.torch_by_rank)})},
+        }
+
+    @classmethod
+    def from_dict(cls, saved: Any, path: Path) -> "TrainState":
+        """The state a loaded checkpoint holds, of any format this mlp reads, once every key is checked.
+
+        Raises:
+            CheckpointError: not an mlp checkpoint, damaged, or of a newer format.
+        """
+        saved = upgraded(saved, path)
+        problem = schema_problem(saved)
+        if problem:
+            raise CheckpointError(f"{path}: damaged checkpoint, {problem}")
+        shape, progress, rng = saved["architecture"], saved.get("progress"), saved.get("rng")
+        return cls(
+            config=saved["config"],
+            architecture=Architecture(shape["num_inputs"], shape["num_outputs"], tuple(shape["class_names"])),
+            model_state=saved["model_state"],
+            metrics=tuple(EpochMetrics(**row) for row in saved["metrics"]),
+            optimizer_state=saved.get("optimizer_state"),
+            progress=None if progress is None else progress_from_dict(progress),
+            rng=None if rng is None else RngStates(rng["torch"], rng["data_order"],
+                                                   tuple(rng["torch_by_rank"]) if "torch_by_rank" in rng else None),
+        )
+
+
+def sums_to_dict(sums: RankSums) -> dict[str, Any]:
+    return {"samples_done": sums.samples_done, "loss_sum": sums.loss_sum, "correct": sums.correct}
+
+
+def progress_to_dict(progress: SavedProgress) -> dict[str, Any]:
+    saved = {"order_state": progress.order_state, "batches_done": progress.batches_done,
+             **sums_to_dict(progress.totals), "seconds": progress.seconds}
+    if progress.by_rank is not None:
+        saved["by_rank"] = [sums_to_dict(sums) for sums in progress.by_rank]
+    return saved
+
+
+def progress_from_dict(saved: dict[str, Any]) -> SavedProgress:
+    def sums(table: dict[str, Any]) -> RankSums:
+        return RankSums(table["samples_done"], table["loss_sum"], table["correct"])
+
+    by_rank = saved.get("by_rank")
+    return SavedProgress(saved["order_state"], saved["batches_done"], sums(saved), saved["seconds"],
+                         None if by_rank is None else tuple(sums(table) for table in by_rank))
+
+
+def upgraded(saved: Any, path: Path) -> dict[str, Any]:
+    """A loaded checkpoint of any format this mlp reads, in the current format's keys.
+
+    Raises:
+        CheckpointError: not an mlp checkpoint, of a newer format, or missing a key every format has.
+    """
+    if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not an mlp checkpoint (no '{CHECKPOINT_FORMAT}' marker)")
+    version = saved.get("format_version")
+    if not is_int(version) or version > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format {version!r} is newer than this mlp reads "
+                              f"({FORMAT_VERSION}); upgrade mlp")
+    if version < 1:
+        raise CheckpointError(f"{path}: checkpoint format {version!r} was never written by mlp (its formats are 1 to "
+                              f"{FORMAT_VERSION}); the file is damaged or crafted")
+    if version == 1 and "model" in saved:
+        saved = {**{key: value for key, value in saved.items() if key != "model"}, "architecture": saved["model"]}
+    missing = [key for key in REQUIRED_KEYS if key not in saved]
+    if missing:
+        raise CheckpointError(f"{path}: incomplete checkpoint, missing {', '.join(missing)}")
+    return saved
+
+
+def save_checkpoint(state: TrainState, path: Path) -> None:
+    """Write state to path through a temporary file in the same folder, so path is never half-written.
 
     Raises:
         CheckpointError: the folder is not writable or the disk is full; path keeps its old content.
@@ -34,7 +183,7 @@ def save_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(temporary, "wb") as file:
-            torch.save({"format": CHECKPOINT_FORMAT, "format_version": FORMAT_VERSION, **checkpoint}, file)
+            torch.save(state.to_dict(), file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
@@ -47,10 +196,10 @@ def save_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:
             temporary.unlink(missing_ok=True)
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """A checkpoint's contents, on the CPU, loaded with weights_only=True so a crafted file cannot run code.
+def load_checkpoint(path: Path) -> TrainState:
+    """A checkpoint's state, on the CPU, loaded with weights_only=True so a crafted file cannot run code.
 
-    Every key is checked here, once (check_checkpoint), so that eval, predict and resume can trust the rest.
+    Every key is checked here, once (TrainState.from_dict), so that eval, predict and resume can trust the rest.
 
     Raises:
         CheckpointError: the file is missing, unreadable, not an mlp checkpoint, damaged, or from a newer mlp.
@@ -79,8 +228,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         # on damaged bytes the unpickler fails in many ways (RuntimeError, EOFError, IndexError, KeyError,
         # UnicodeDecodeError, BadZipFile, ... all seen with random files): every one means "not readable"
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated or not a torch file)") from err
-    check_checkpoint(path, checkpoint)
-    return checkpoint
+    return TrainState.from_dict(checkpoint, path)
 
 
 def looks_like_torch_file(path: Path) -> bool:
@@ -93,42 +241,18 @@ def looks_like_torch_file(path: Path) -> bool:
     return start == ZIP_MAGIC or start.startswith(PICKLE_PROTO)
 
 
-def check_checkpoint(path: Path, checkpoint: Any) -> None:
-    """Raise CheckpointError unless checkpoint is an mlp checkpoint this version can read, with every key of the
-    right type: a crafted or damaged file is refused here in one line, not by a traceback deep in eval or resume.
-
-    The weights' shapes are checked against the stored config by restore_model, the optimizer's state
-    against the model by training.load_resumable.
-    """
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: not an mlp checkpoint (no '{CHECKPOINT_FORMAT}' marker)")
-    version = checkpoint.get("format_version")
-    if not is_int(version) or version > FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format {version!r} is newer than this mlp reads "
-                              f"({FORMAT_VERSION}); upgrade mlp")
-    if version < 1:
-        raise CheckpointError(f"{path}: checkpoint format {version!r} was never written by mlp (its formats are 1 to "
-                              f"{FORMAT_VERSION}); the file is damaged or crafted")
-    missing = [key for key in REQUIRED_KEYS if key not in checkpoint]
-    if missing:
-        raise CheckpointError(f"{path}: incomplete checkpoint, missing {', '.join(missing)}")
-    problem = schema_problem(checkpoint)
-    if problem:
-        raise CheckpointError(f"{path}: damaged checkpoint, {problem}")
-
-
 def schema_problem(checkpoint: dict[str, Any]) -> str | None:
     """What is wrong with the checkpoint's keys (e.g. "epoch is '2', expected an integer >= 0"), or None."""
     if not isinstance(checkpoint["config"], dict):
         return f"config is {short(checkpoint['config'])}, expected a table of settings"
-    model = checkpoint["model"]
-    if not isinstance(model, dict) or not all(is_int(model.get(key)) and model[key] >= 1
+    shape = checkpoint["architecture"]
+    if not isinstance(shape, dict) or not all(is_int(shape.get(key)) and shape[key] >= 1
                                               for key in ("num_inputs", "num_outputs")):
-        return f"model is {short(model)}, expected num_inputs and num_outputs >= 1"
-    names = model.get("class_names")
-    if not (isinstance(names, list) and len(names) == model["num_outputs"]
+        return f"architecture is {short(shape)}, expected num_inputs and num_outputs >= 1"
+    names = shape.get("class_names")
+    if not (isinstance(names, list) and len(names) == shape["num_outputs"]
             and all(isinstance(name, str) for name in names)):
-        return f"model.class_names is {short(names)}, expected {model['num_outputs']} names"
+        return f"architecture.class_names is {short(names)}, expected {shape['num_outputs']} names"
     state = checkpoint["model_state"]
     if not (isinstance(state, dict) and all(isinstance(key, str) and isinstance(value, torch.Tensor)
                                             for key, value in state.items())):
@@ -230,7 +354,7 @@ def short(value: Any) -> str:
     return text if len(text) <= SHOWN_CHARACTERS else text[:SHOWN_CHARACTERS] + "..."
 
 
-def restore_model(checkpoint: dict[str, Any], path: Path) -> tuple[Config, nn.Module]:
+def restore_model(state: TrainState, path: Path) -> tuple[Config, nn.Module]:
     """The config and trained model stored in a checkpoint, rebuilt from the checkpoint alone.
 
     The weights' shapes are compared with the ones the config describes before the model is built, so a small
@@ -240,17 +364,15 @@ def restore_model(checkpoint: dict[str, Any], path: Path) -> tuple[Config, nn.Mo
         CheckpointError: the stored config or weights do not fit the model they describe.
     """
     try:
-        config = validate_settings(checkpoint["config"])
-        shape = checkpoint["model"]
-        arguments = (config.impl, shape["num_inputs"], config.hidden, shape["num_outputs"], config.sigma,
-                     config.activation, config.dropout, config.init)
-        expected = parameter_shapes(config.impl, shape["num_inputs"], config.hidden, shape["num_outputs"],
-                                    config.dropout)
-        problem = state_shape_problem(expected, checkpoint["model_state"])
+        config = validate_settings(state.config)
+        shape = state.architecture
+        expected = parameter_shapes(config.impl, shape.num_inputs, config.hidden, shape.num_outputs, config.dropout)
+        problem = state_shape_problem(expected, state.model_state)
         if problem:
             raise CheckpointError(problem)
-        model = build_model(*arguments)
-        model.load_state_dict(checkpoint["model_state"])
+        model = build_model(config.impl, shape.num_inputs, config.hidden, shape.num_outputs, config.sigma,
+                            config.activation, config.dropout, config.init)
+        model.load_state_dict(state.model_state)
     except (MlpError, KeyError, TypeError, RuntimeError) as err:
         raise CheckpointError(f"{path}: checkpoint does not describe a usable model ({first_line(err)})") from err
     return config, model

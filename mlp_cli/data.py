@@ -12,14 +12,14 @@ import shutil
 import struct
 import tempfile
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import torch
 
-from mlp_cli.distributed import SINGLE_PROCESS, Ranks
+from mlp_cli.config import SPLITS
 from mlp_cli.errors import DataError
 
 IDX_IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions: (count, rows, cols)
@@ -31,7 +31,6 @@ PIXEL_MAX = 255.0
 MAX_IDX_BYTES = 2**30
 READ_CHUNK_BYTES = 2**24
 MAX_PREVIEW_IMAGES = 400  # a 20 x 20 grid: more is unreadable, and slow and memory-hungry to draw
-SPLITS = ("train", "test")
 SPLIT_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -258,6 +257,11 @@ def load_split(folder: Path, split: str, num_classes: int) -> tuple[torch.Tensor
     return images.unsqueeze(1).float().div_(PIXEL_MAX), labels.long()
 
 
+def whole_batch(count: int) -> slice:
+    """The part of a batch of count images that one process takes when it trains alone: all of it."""
+    return slice(0, count)
+
+
 @dataclass(frozen=True)
 class DataModule:
     """Both splits of a data set as tensors on one device, handed out in batches by index."""
@@ -282,21 +286,29 @@ class DataModule:
         return len(self.class_names)
 
     def split(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """The (images, labels) of "train", "val" (if held out) or "test"."""
+        """The (images, labels) of "train", "test", or "val" when images were held out (hold_out).
+
+        Raises:
+            DataError: no such split here (a programming error made visible, never a silent other split).
+        """
         if split == "train":
             return self.train_images, self.train_labels
-        if split == "val" and self.val_labels is not None:
+        if split == "test":
+            return self.test_images, self.test_labels
+        if split == "val" and self.val_images is not None and self.val_labels is not None:
             return self.val_images, self.val_labels
-        return self.test_images, self.test_labels
+        known = ", ".join(["train", "test", *(["val"] if self.val_labels is not None else [])])
+        raise DataError(f"{self.source}: no {split!r} split (this data has {known})")
 
     def batches(self, split: str, batch_size: int, generator: torch.Generator | None = None,
-                skip: int = 0, ranks: Ranks = SINGLE_PROCESS) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                skip: int = 0, share: Callable[[int], slice] = whole_batch,
+                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(images, labels) batches: shuffled by generator's permutation if given, else in file order.
 
         The last batch may be smaller, as with a DataLoader without drop_last. skip leaves out the first
         batches, so that an epoch interrupted after `skip` batches continues with the same order. Under
         several processes every process draws the same permutation and takes its own part of each batch
-        (ranks.share): together they see exactly the batches of one process, and the same number of them.
+        (share, given a batch's size: Ranks.share): together they see exactly the batches of one process.
         """
         images, labels = self.split(split)
         count = len(labels)
@@ -304,7 +316,7 @@ class DataModule:
         # drawn on the CPU so that a seed gives the same order on every device
         order = None if generator is None else torch.randperm(count, generator=generator).to(labels.device)
         for start in starts:
-            part = ranks.share(min(batch_size, count - start))
+            part = share(min(batch_size, count - start))
             rows = slice(start + part.start, start + part.stop)
             if order is None:
                 yield images[rows], labels[rows]

@@ -9,11 +9,12 @@ A process that was not launched by torchrun is Ranks(): rank 0 of 1, and every m
 import contextlib
 import dataclasses
 import gc
+import math
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -25,9 +26,17 @@ from mlp_cli.signals import StopRequest
 
 Result = TypeVar("Result")
 
-# a stop request (Ctrl-C, SIGTERM) is agreed on every this many batches: one small all-reduce costs about
-# 0.3 ms with gloo on a 2-core machine (measured), several percent of a training step, so not every batch
-STOP_CHECK_EVERY_BATCHES = 16
+# the running loss is checked, and under torchrun a stop request (Ctrl-C, SIGTERM) agreed on, every this many
+# batches: one small all-reduce costs about 0.3 ms with gloo on a 2-core machine (measured), several percent of a
+# training step, and reading the loss back waits for the device, so not every batch
+CHECK_EVERY_BATCHES = 16
+
+
+class CheckIn(NamedTuple):
+    """What every rank agreed on after a batch."""
+
+    stop: bool  # a rank was asked to stop (its StopRequest's shared_signal says how, on every rank)
+    finite: bool  # every rank's running loss is a number (a NaN or inf on one rank means the weights are lost)
 
 
 class DistributedError(MlpError):
@@ -65,23 +74,23 @@ class Ranks:
             dist.all_reduce(tensor)
         return tensor
 
-    def agree_to_stop(self, stop: StopRequest | None, batches_done: int, num_batches: int) -> bool:
-        """True on every rank, after the same batch, if any rank was asked to stop (stop.shared_signal says how).
+    def check_in(self, stop: StopRequest | None, loss_sum: torch.Tensor, batches_done: int,
+                 num_batches: int) -> CheckIn:
+        """Whether to stop, and whether the running loss is still finite, after the same batch on every rank.
 
-        One process looks after every batch; several agree every STOP_CHECK_EVERY_BATCHES batches of the
-        epoch's num_batches and after its last.
+        A stop request is looked at after every batch in one process; the loss, and under torchrun both, every
+        CHECK_EVERY_BATCHES batches of the epoch's num_batches and after its last.
         """
-        if stop is None:
-            return False
-        if not self.is_distributed:
-            return stop.is_requested
-        if batches_done % STOP_CHECK_EVERY_BATCHES and batches_done != num_batches:
-            return False
-        signal_number = torch.tensor([stop.signal_number or 0])
-        dist.all_reduce(signal_number, op=dist.ReduceOp.MAX, group=self.control)
-        if signal_number.item():
-            stop.shared_signal = int(signal_number.item())
-        return stop.is_requested
+        if batches_done % CHECK_EVERY_BATCHES and batches_done != num_batches:
+            return CheckIn(stop=not self.is_distributed and stop is not None and stop.is_requested, finite=True)
+        flags = torch.tensor([0 if stop is None else stop.signal_number or 0,
+                              0 if math.isfinite(loss_sum.item()) else 1])
+        if self.is_distributed:
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=self.control)
+        signal_number, not_finite = flags.tolist()
+        if stop is not None and signal_number:
+            stop.shared_signal = signal_number
+        return CheckIn(stop=stop is not None and stop.is_requested, finite=not not_finite)
 
     def gather(self, value: Any) -> list[Any]:
         """value from every rank, in rank order (small picklable values: RNG states)."""

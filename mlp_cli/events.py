@@ -7,8 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from mlp_cli.runs import BEST_CHECKPOINT
-
 
 @dataclass(frozen=True)
 class TrainingPlan:
@@ -65,11 +63,8 @@ class FitResult:
     run_dir: Path
     history: list[EpochMetrics]
     best_epoch: int
+    best_checkpoint: Path
     selected_by: str = "test"  # the split whose accuracy chose best.pt: "val" with val_size, else "test"
-
-    @property
-    def best_checkpoint(self) -> Path:
-        return self.run_dir / BEST_CHECKPOINT
 
 
 class Reporter(Protocol):

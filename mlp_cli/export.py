@@ -49,13 +49,13 @@ def export_onnx(checkpoint_path: Path, out: Path, probabilities: bool = False) -
     Raises:
         MlpError: the checkpoint is unusable, its model does not take square images, or out cannot be written.
     """
-    checkpoint = load_checkpoint(checkpoint_path)
-    config, model = restore_model(checkpoint, checkpoint_path)
-    num_inputs = checkpoint["model"]["num_inputs"]
+    state = load_checkpoint(checkpoint_path)
+    config, model = restore_model(state, checkpoint_path)
+    num_inputs = state.architecture.num_inputs
     side = math.isqrt(num_inputs)
     if side * side != num_inputs:
         raise MlpError(f"{checkpoint_path}: the model does not take square images")
-    metadata = model_metadata(list(checkpoint["model"]["class_names"]), side, config.dataset, probabilities)
+    metadata = model_metadata(list(state.architecture.class_names), side, config.dataset, probabilities)
     export_model(WithSoftmax(model) if probabilities else model, side, metadata, out)
     return metadata
 

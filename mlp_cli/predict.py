@@ -21,10 +21,10 @@ def predict_images(checkpoint_path: Path, image_paths: list[Path], top_k: int, i
         MlpError: the checkpoint is unusable, its model does not take square images, top_k is out of range,
             or save_dir cannot be written.
     """
-    checkpoint = load_checkpoint(checkpoint_path)
-    _, model = restore_model(checkpoint, checkpoint_path)
-    side = math.isqrt(checkpoint["model"]["num_inputs"])
-    if side * side != checkpoint["model"]["num_inputs"]:
+    state = load_checkpoint(checkpoint_path)
+    _, model = restore_model(state, checkpoint_path)
+    side = math.isqrt(state.architecture.num_inputs)
+    if side * side != state.architecture.num_inputs:
         raise MlpError(f"{checkpoint_path}: the model does not take square images")
     model.eval()
 
@@ -32,4 +32,4 @@ def predict_images(checkpoint_path: Path, image_paths: list[Path], top_k: int, i
         with torch.inference_mode():
             return torch.softmax(model(torch.from_numpy(image).unsqueeze(0)), dim=1)[0].numpy()
 
-    return classify_images(classify, checkpoint["model"]["class_names"], side, image_paths, top_k, invert, save_dir)
+    return classify_images(classify, list(state.architecture.class_names), side, image_paths, top_k, invert, save_dir)

@@ -15,6 +15,7 @@ from typing import Any
 
 from mlp_cli.config import Config, config_to_dict, is_int, is_number, read_toml, validate_settings
 from mlp_cli.errors import MlpError
+from mlp_cli.events import EpochMetrics
 
 RUNS_ROOT = Path("runs")
 CONFIG_FILE = "config.toml"
@@ -53,8 +54,6 @@ def check_metrics_row(row: Any) -> str | None:
     epoch = row.get("epoch")
     if not is_int(epoch) or epoch < 1:
         return f"a row has epoch {epoch!r}, expected an integer >= 1"
-    from mlp_cli.events import EpochMetrics  # its columns; events imports this module's file names
-
     for column in dataclasses.fields(EpochMetrics)[1:]:  # after epoch
         value = row.get(column.name)
         if column.default is dataclasses.MISSING and not is_number(value):  # measured every epoch
@@ -85,6 +84,19 @@ def read_metrics(run_dir: Path) -> list[dict]:
         if problem:
             raise MlpError(f"{path}: row {number}: {problem}")
     return rows
+
+
+def write_metrics(run_dir: Path, history: list[EpochMetrics]) -> None:
+    """Rewrite metrics.jsonl from the history, atomically: after a resume it matches the checkpoint exactly.
+
+    Raises:
+        MlpError: the folder is not writable or the disk is full.
+    """
+    path = run_dir / METRICS_FILE
+    try:
+        write_text_atomically(path, "".join(json.dumps(dataclasses.asdict(row)) + "\n" for row in history))
+    except OSError as err:
+        raise MlpError(f"{path}: cannot write metrics ({err.strerror or err})") from err
 
 
 def read_run_settings(run_dir: Path) -> dict[str, Any]:

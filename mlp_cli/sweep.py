@@ -539,7 +539,7 @@ def train_or_resume(config: Config, run_dir: Path, reporter: TrialReporter, stop
 
     last = run_dir / LAST_CHECKPOINT
     if last.exists():
-        if load_checkpoint(last)["epoch"] >= config.epochs:  # finished, but its worker died before telling
+        if load_checkpoint(last).epoch >= config.epochs:  # finished, but its worker died before telling
             return [EpochMetrics(**row) for row in read_metrics(run_dir)]
         machine = {key: getattr(config, key) for key in ("threads", "data_dir", "device")}
         return resume_run(last, machine, reporter, stop, data.get(config)).history

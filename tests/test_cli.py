@@ -380,11 +380,11 @@ def test_eval_reports_per_class_accuracy_and_a_confusion_matrix(data_dir: Path) 
 
 def test_eval_json_per_class_accuracies_are_exact_fractions_without_float32_noise(
         data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mlp_cli.training import SplitMetrics
+    from mlp_cli.evaluation import SplitMetrics
 
     assert invoke("train", "--data-dir", data_dir, "--out", "run", *SMALL).exit_code == 0
     confusion = torch.diag(torch.arange(1, 11)) + 2  # row i: i + 3 right out of i + 21
-    monkeypatch.setattr("mlp_cli.evaluation.evaluate", lambda *args, **kwargs: SplitMetrics(0.5, 0.5, confusion, None))
+    monkeypatch.setattr("mlp_cli.evaluation.evaluate", lambda *args, **kwargs: SplitMetrics(0.5, 0.5, confusion))
     report = json.loads(invoke("eval", "run/last.pt", "--json").stdout)
     assert report["per_class_accuracy"] == [(i + 3) / (i + 21) for i in range(10)]
 

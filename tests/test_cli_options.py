@@ -160,7 +160,7 @@ def test_config_checks_its_fields_at_construction_with_the_cli_message(field: st
 
 def test_dir_of_the_package_lists_its_lazy_exports() -> None:
     listed = dir(mlp_cli)
-    for name in ("Config", "train", "fit", "evaluate_checkpoint", "load_checkpoint", "MlpError", "__version__"):
+    for name in ("Config", "train", "Trainer", "evaluate_checkpoint", "load_checkpoint", "MlpError", "__version__"):
         assert name in listed
 
 
@@ -168,7 +168,7 @@ def test_one_list_of_names_in_the_config_module_every_builder_covers() -> None:
     from mlp_cli import activations, data
     from mlp_cli.models import build_model
     from mlp_cli.models.concise import ACTIVATION_MODULES
-    from mlp_cli.training import learning_rate, make_optimizer
+    from mlp_cli.optimization import learning_rate, make_optimizer
 
     assert tuple(activations.ACTIVATIONS) == settings.ACTIVATIONS
     assert tuple(ACTIVATION_MODULES) == settings.ACTIVATIONS

@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import IMAGE_MAGIC, LABEL_MAGIC, TEST_COUNT, TRAIN_COUNT, write_dataset, write_idx
 
-from mlp_cli.data import DATASETS, download_with_torchvision, find_dataset_dir, load_data, read_idx
+from mlp_cli.data import DATASETS, download_with_torchvision, find_dataset_dir, hold_out, load_data, read_idx
 from mlp_cli.errors import DataError
 
 FASHION = DATASETS["fashion-mnist"]
@@ -237,3 +237,13 @@ def test_a_gzip_that_inflates_beyond_its_header_is_refused_without_inflating_it_
     finally:
         tracemalloc.stop()
     assert peak < 8 * 2**20  # bytes; the whole file would be 64 MB
+
+
+def test_a_split_that_is_not_there_is_an_error_never_another_split(data_dir: Path) -> None:
+    data = load_data("fashion-mnist", data_dir)
+    with pytest.raises(DataError, match=r"no 'val' split \(this data has train, test\)"):
+        data.split("val")  # nothing was held out: the test split must not stand in for it
+    held = hold_out(data, 16, torch.Generator().manual_seed(0))
+    assert len(held.split("val")[1]) == 16
+    with pytest.raises(DataError, match="no 'dev' split"):
+        held.split("dev")

@@ -24,7 +24,8 @@ from mlp_cli.data import load_data
 from mlp_cli.devices import configure_threads, resolve_rank_device
 from mlp_cli.distributed import Ranks, choose_backend
 from mlp_cli.errors import MlpError
-from mlp_cli.training import EpochProgress, resume_run, train
+from mlp_cli.trainer import EpochProgress
+from mlp_cli.training import resume_run, train
 
 HELPERS = Path(__file__).parent / "helpers"
 JOB_SECONDS = 180  # a stuck job fails the test instead of hanging the suite

@@ -10,7 +10,8 @@ from mlp_cli.augment import flip_images, shift_images
 from mlp_cli.checkpoint import load_checkpoint
 from mlp_cli.config import load_config
 from mlp_cli.errors import ConfigError
-from mlp_cli.training import learning_rate, resume_run, train
+from mlp_cli.optimization import learning_rate
+from mlp_cli.training import resume_run, train
 
 
 def rates(**settings: object) -> list[float]:
@@ -69,7 +70,7 @@ def test_augmented_runs_resume_exactly(data_dir: Path) -> None:
     train(load_config(None, {**settings, "epochs": 2}), Path("a"))
     resume_run(Path("a/last.pt"), {"epochs": 4})
     train(load_config(None, {**settings, "epochs": 4}), Path("b"))
-    a, b = load_checkpoint(Path("a/last.pt"))["model_state"], load_checkpoint(Path("b/last.pt"))["model_state"]
+    a, b = load_checkpoint(Path("a/last.pt")).model_state, load_checkpoint(Path("b/last.pt")).model_state
     assert all(torch.equal(a[key], b[key]) for key in a)
 
 

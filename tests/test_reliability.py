@@ -18,7 +18,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from mlp_cli import checkpoint as checkpoint_module
-from mlp_cli.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
+from mlp_cli.checkpoint import FORMAT_VERSION, TrainState, load_checkpoint, save_checkpoint
 from mlp_cli.cli import app
 from mlp_cli.config import FIELD_TYPES, load_config, validate_settings
 from mlp_cli.data import DATASETS, find_dataset_dir
@@ -47,7 +47,7 @@ def final_state(run_dir: Path) -> tuple[dict, list[dict]]:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     for row in rows:
         row.pop("seconds")
-    return load_checkpoint(run_dir / "last.pt")["model_state"], rows
+    return load_checkpoint(run_dir / "last.pt").model_state, rows
 
 
 def assert_same_run(first: Path, second: Path) -> None:
@@ -88,7 +88,7 @@ def test_a_run_stopped_mid_epoch_resumes_as_if_never_stopped(data_dir: Path) -> 
     with pytest.raises(TrainingStoppedError, match=r"stopped in epoch 2 after batch 3; saved stopped/last\.pt"):
         train(small_config(data_dir, epochs=4), Path("stopped"), stop=StopAfter(9))
     saved = load_checkpoint(Path("stopped/last.pt"))
-    assert saved["epoch"] == 1 and saved["progress"]["batches_done"] == 3
+    assert saved.epoch == 1 and saved.progress is not None and saved.progress.batches_done == 3
     report = json.loads(runner.invoke(app, ["eval", "stopped/last.pt", "--json"]).stdout)
     assert report["stopped_after_batch"] == 3 and report["recorded_accuracy"] is None
     resume_run(Path("stopped/last.pt"), {})
@@ -115,7 +115,7 @@ def test_resume_from_the_command_line_appends_to_the_same_run(data_dir: Path) ->
     result = runner.invoke(app, ["train", "--resume", "run/last.pt", "--epochs", "3"])
     assert result.exit_code == 0, result.output
     assert len(Path("run/metrics.jsonl").read_text().splitlines()) == 3
-    assert load_checkpoint(Path("run/last.pt"))["epoch"] == 3
+    assert load_checkpoint(Path("run/last.pt")).epoch == 3
     refused = runner.invoke(app, ["train", "--resume", "run/last.pt", "--epochs", "4", "--out", "elsewhere"])
     assert refused.exit_code == 1 and "leave out --config and --out" in refused.stderr
 
@@ -131,9 +131,9 @@ def test_a_save_that_fails_midway_leaves_the_previous_checkpoint_intact(
 
     monkeypatch.setattr(checkpoint_module.torch, "save", save_half_then_fail)
     with pytest.raises(CheckpointError, match=r"run/last\.pt: cannot save checkpoint \(No space left on device\)"):
-        save_checkpoint({"epoch": 2}, Path("run/last.pt"))
+        save_checkpoint(load_checkpoint(Path("run/last.pt")), Path("run/last.pt"))
     assert Path("run/last.pt").read_bytes() == before
-    assert load_checkpoint(Path("run/last.pt"))["epoch"] == 1
+    assert load_checkpoint(Path("run/last.pt")).epoch == 1
     assert sorted(path.name for path in Path("run").iterdir()) == ["best.pt", "config.toml", "last.pt",
                                                                    "metrics.jsonl"]
 
@@ -147,7 +147,7 @@ def test_a_save_refused_by_the_file_system_is_a_clear_error(data_dir: Path, monk
 
     monkeypatch.setattr(checkpoint_module.os, "replace", refuse)
     with pytest.raises(CheckpointError, match="Permission denied"):
-        save_checkpoint({"epoch": 2}, Path("run/last.pt"))
+        save_checkpoint(load_checkpoint(Path("run/last.pt")), Path("run/last.pt"))
     assert Path("run/last.pt").read_bytes() == before
     assert not list(Path("run").glob(".*tmp"))
 
@@ -176,7 +176,7 @@ def test_divergence_keeps_the_last_good_checkpoint(data_dir: Path, monkeypatch: 
     monkeypatch.setattr(SGD, "step", step_then_poison)
     with pytest.raises(TrainingDivergedError, match=r"in epoch 2 .* last good checkpoint: run/last\.pt"):
         training.train(small_config(data_dir, epochs=3), Path("run"))
-    assert load_checkpoint(Path("run/last.pt"))["epoch"] == 1
+    assert load_checkpoint(Path("run/last.pt")).epoch == 1
     assert len(Path("run/metrics.jsonl").read_text().splitlines()) == 1
 
 
@@ -199,7 +199,8 @@ def test_damaged_checkpoint_bytes_always_give_a_checkpoint_error(tmp_path: Path)
 
 def test_a_checkpoint_from_a_newer_mlp_is_refused(tmp_path: Path) -> None:
     torch.save({"format": "mlp-checkpoint", "format_version": FORMAT_VERSION + 1}, tmp_path / "future.pt")
-    with pytest.raises(CheckpointError, match=r"format 2 is newer than this mlp reads \(1\); upgrade mlp"):
+    with pytest.raises(CheckpointError, match=rf"format {FORMAT_VERSION + 1} is newer than this mlp reads "
+                                              rf"\({FORMAT_VERSION}\); upgrade mlp"):
         load_checkpoint(tmp_path / "future.pt")
 
 
@@ -208,7 +209,7 @@ def test_an_explicit_out_holding_a_run_needs_overwrite(data_dir: Path) -> None:
     with pytest.raises(MlpError, match="pass --overwrite"):
         train(small_config(data_dir, epochs=2), Path("run"))
     train(small_config(data_dir, epochs=2), Path("run"), overwrite=True)
-    assert load_checkpoint(Path("run/last.pt"))["epoch"] == 2
+    assert load_checkpoint(Path("run/last.pt")).epoch == 2
     assert len(Path("run/metrics.jsonl").read_text().splitlines()) == 2
 
 
@@ -260,7 +261,7 @@ def test_a_signal_saves_a_resumable_checkpoint_and_exits_with_the_shell_code(
     assert stderr.rstrip().splitlines()[-1].startswith("stopped in epoch ")
     assert f"resume with: mlp train --resume {tmp_path / 'run' / 'last.pt'}" in stderr
     saved = load_checkpoint(tmp_path / "run" / "last.pt")
-    more = str(saved["epoch"] + 1)
+    more = str(saved.epoch + 1)
     resumed = runner.invoke(app, ["train", "--resume", str(tmp_path / "run" / "last.pt"), "--epochs", more])
     assert resumed.exit_code == 0, resumed.output
 
@@ -327,9 +328,9 @@ def kill_when_saving(monkeypatch: pytest.MonkeyPatch, name: str, epoch: int, mid
     write starts, or (midway) with half of the file written, as a second Ctrl-C inside the write would.
 
     Returns a function that brings back the real saving, for the next command (a new process in real life)."""
-    from mlp_cli import training
+    from mlp_cli import trainer
 
-    real_save, real_torch_save = training.save_checkpoint, checkpoint_module.torch.save
+    real_save, real_torch_save = trainer.save_checkpoint, checkpoint_module.torch.save
     armed = {"save": True}
 
     def torch_save_half(obj: dict, file) -> None:
@@ -337,18 +338,18 @@ def kill_when_saving(monkeypatch: pytest.MonkeyPatch, name: str, epoch: int, mid
         file.truncate(file.tell() // 2)
         raise Killed
 
-    def save(checkpoint: dict, path: Path) -> None:
-        if armed["save"] and path.name == name and checkpoint["epoch"] == epoch:
+    def save(state: TrainState, path: Path) -> None:
+        if armed["save"] and path.name == name and state.epoch == epoch:
             armed["save"] = False
             if not midway:
                 raise Killed
             monkeypatch.setattr(checkpoint_module.torch, "save", torch_save_half)
-        real_save(checkpoint, path)
+        real_save(state, path)
 
-    monkeypatch.setattr(training, "save_checkpoint", save)
+    monkeypatch.setattr(trainer, "save_checkpoint", save)
 
     def restore() -> None:
-        monkeypatch.setattr(training, "save_checkpoint", real_save)
+        monkeypatch.setattr(trainer, "save_checkpoint", real_save)
         monkeypatch.setattr(checkpoint_module.torch, "save", real_torch_save)
 
     return restore
@@ -379,7 +380,7 @@ def test_after_a_kill_while_saving_a_resume_makes_best_pt_the_epoch_the_metrics_
     restart()
     result = runner.invoke(app, ["train", "--resume", "run/last.pt"])  # nothing left to train
     assert result.exit_code == 1 and f"already has {epoch} epochs" in result.stderr
-    assert load_checkpoint(Path("run/last.pt"))["epoch"] == epoch
+    assert load_checkpoint(Path("run/last.pt")).epoch == epoch
     assert evaluated_epoch("run/best.pt") == best_epoch_in_metrics(Path("run")) == epoch
     assert not list(Path("run").glob(".*tmp"))
 
@@ -401,7 +402,7 @@ def test_metrics_are_never_ahead_of_the_last_checkpoint(data_dir: Path, monkeypa
     kill_when_saving(monkeypatch, "last.pt", 2)
     with pytest.raises(Killed):
         train(small_config(data_dir, epochs=3), Path("run"))
-    assert len(Path("run/metrics.jsonl").read_text().splitlines()) == load_checkpoint(Path("run/last.pt"))["epoch"]
+    assert len(Path("run/metrics.jsonl").read_text().splitlines()) == load_checkpoint(Path("run/last.pt")).epoch
 
 
 def test_resuming_from_best_pt_is_refused_rather_than_overwriting_later_epochs(data_dir: Path) -> None:
@@ -437,7 +438,7 @@ def test_a_folder_holding_only_a_killed_runs_temporary_file_can_take_a_new_run(d
     Path("run").mkdir()
     Path("run/.config.toml.4242.tmp").write_text("impl = ")
     train(small_config(data_dir, epochs=1), Path("run"))
-    assert load_checkpoint(Path("run/last.pt"))["epoch"] == 1
+    assert load_checkpoint(Path("run/last.pt")).epoch == 1
 
 
 def test_a_disk_full_inside_torchs_writer_is_one_checkpoint_error_and_keeps_the_old_file(
@@ -454,7 +455,7 @@ def test_a_disk_full_inside_torchs_writer_is_one_checkpoint_error_and_keeps_the_
 
     monkeypatch.setattr(checkpoint_module.torch, "save", fail_as_torch_does)
     with pytest.raises(CheckpointError, match=r"^run/last\.pt: cannot save checkpoint \(No space left on device\)$"):
-        save_checkpoint({"epoch": 2}, Path("run/last.pt"))
+        save_checkpoint(load_checkpoint(Path("run/last.pt")), Path("run/last.pt"))
     assert Path("run/last.pt").read_bytes() == before
     assert not list(Path("run").glob(".*tmp"))
 
@@ -560,7 +561,7 @@ CRAFTED = {
         "loss_sum": torch.tensor(1.0), "correct": torch.tensor(1), "seconds": 0.1, "by_rank": [1, 2]}),
     "epoch a string": ("epoch", "2"),
     "epoch negative": ("epoch", -1),
-    "too few class names": ("model.class_names", ["T-shirt"]),
+    "too few class names": ("architecture.class_names", ["T-shirt"]),
     "format version 0": ("format_version", 0),
     "format version -1": ("format_version", -1),
     "damaged torch rng": ("rng.torch", torch.zeros(3)),

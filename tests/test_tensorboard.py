@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from mlp_cli.cli import app
 from mlp_cli.config import Config
-from mlp_cli.training import learning_rate
+from mlp_cli.optimization import learning_rate
 
 runner = CliRunner()
 SMALL = ["--hidden", "32", "--batch-size", "16", "--device", "cpu", "--threads", "1"]

@@ -13,9 +13,10 @@ from conftest import TRAIN_COUNT, write_dataset
 from mlp_cli.checkpoint import load_checkpoint, restore_model
 from mlp_cli.config import Config, load_config
 from mlp_cli.errors import MlpError
+from mlp_cli.evaluation import evaluate
 from mlp_cli.events import BatchProgress, EpochMetrics, TrainingPlan
 from mlp_cli.models import build_model
-from mlp_cli.training import evaluate, train
+from mlp_cli.training import train
 
 
 @dataclass
@@ -50,9 +51,9 @@ def test_a_run_folder_holds_config_metrics_and_last_and_best_checkpoints(data_di
     assert [row["epoch"] for row in rows] == [1, 2, 3]
     assert set(rows[0]) == {"epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "seconds",
                             "train_eval_loss", "train_eval_accuracy", "val_loss", "val_accuracy", "lr"}
-    assert load_checkpoint(result.run_dir / "last.pt")["epoch"] == 3
+    assert load_checkpoint(result.run_dir / "last.pt").epoch == 3
     best_epoch = max(rows, key=lambda row: row["test_accuracy"])["epoch"]
-    assert load_checkpoint(result.run_dir / "best.pt")["epoch"] == best_epoch == result.best_epoch
+    assert load_checkpoint(result.run_dir / "best.pt").epoch == best_epoch == result.best_epoch
 
 
 def test_the_saved_config_reproduces_the_run_settings(data_dir: Path) -> None:
@@ -71,8 +72,8 @@ def test_training_learns_the_synthetic_task(data_dir: Path) -> None:
 def test_the_same_seed_gives_identical_weights(data_dir: Path, impl: str) -> None:
     first = train(small_config(data_dir, impl=impl, seed=5), Path("a"))
     second = train(small_config(data_dir, impl=impl, seed=5), Path("b"))
-    first_state = load_checkpoint(first.run_dir / "last.pt")["model_state"]
-    second_state = load_checkpoint(second.run_dir / "last.pt")["model_state"]
+    first_state = load_checkpoint(first.run_dir / "last.pt").model_state
+    second_state = load_checkpoint(second.run_dir / "last.pt").model_state
     assert all(torch.equal(first_state[key], second_state[key]) for key in first_state)
     assert first.history[-1].test_loss == second.history[-1].test_loss
 
@@ -80,7 +81,7 @@ def test_the_same_seed_gives_identical_weights(data_dir: Path, impl: str) -> Non
 def test_another_seed_gives_other_weights(data_dir: Path) -> None:
     first = load_checkpoint(train(small_config(data_dir, seed=1), Path("a")).run_dir / "last.pt")
     second = load_checkpoint(train(small_config(data_dir, seed=2), Path("b")).run_dir / "last.pt")
-    assert not torch.equal(first["model_state"]["W1"], second["model_state"]["W1"])
+    assert not torch.equal(first.model_state["W1"], second.model_state["W1"])
 
 
 def test_runs_without_out_get_new_folders_under_runs(data_dir: Path) -> None:
@@ -169,7 +170,7 @@ def test_training_equals_the_tutorial_torchvision_pipeline_given_the_same_order(
 
 
 def test_the_data_order_does_not_replay_the_random_numbers_of_the_weight_init() -> None:
-    from mlp_cli.training import derive_seed
+    from mlp_cli.trainer import derive_seed
 
     seed, count = 0, 1000
     torch.manual_seed(seed)
@@ -215,8 +216,8 @@ def test_adam_trains_and_resumes_exactly(data_dir: Path) -> None:
     resume_run(Path("a/last.pt"), {"epochs": 4})
     straight = train(small_config(data_dir, optimizer="adam", lr=1e-3, epochs=4), Path("b"))
     a, b = load_checkpoint(Path("a/last.pt")), load_checkpoint(Path("b/last.pt"))
-    assert all(torch.equal(a["model_state"][key], b["model_state"][key]) for key in a["model_state"])
-    assert "exp_avg" in a["optimizer_state"]["state"][0]
+    assert all(torch.equal(a.model_state[key], b.model_state[key]) for key in a.model_state)
+    assert a.optimizer_state is not None and "exp_avg" in a.optimizer_state["state"][0]
     assert straight.history[-1].train_loss < straight.history[0].train_loss
 
 
@@ -224,7 +225,7 @@ def test_report_every_evaluates_the_test_split_every_nth_epoch_and_after_the_las
     result = train(small_config(data_dir, epochs=5, report_every=2), Path("run"))
     tested = [row.epoch for row in result.history if row.test_accuracy is not None]
     assert tested == [2, 4, 5]
-    assert load_checkpoint(result.run_dir / "best.pt")["epoch"] in tested
+    assert load_checkpoint(result.run_dir / "best.pt").epoch in tested
 
 
 def test_train_metrics_evaluate_the_whole_train_split(data_dir: Path) -> None:
@@ -238,7 +239,7 @@ def test_train_metrics_evaluate_the_whole_train_split(data_dir: Path) -> None:
 
 
 def test_weight_decay_adds_decay_times_weight_to_the_gradient() -> None:
-    from mlp_cli.training import make_optimizer
+    from mlp_cli.optimization import make_optimizer
 
     torch.manual_seed(0)
     model = build_model("scratch", 784, [8], 10, 0.1)
@@ -265,7 +266,7 @@ def test_a_validation_split_chooses_best_pt_and_the_test_split_is_used_once(data
     assert [row.epoch for row in result.history if row.test_accuracy is not None] == [4]
     best_by_validation = max(result.history, key=lambda row: row.val_accuracy).epoch
     assert result.selected_by == "val" and result.best_epoch == best_by_validation
-    assert load_checkpoint(result.run_dir / "best.pt")["epoch"] == best_by_validation
+    assert load_checkpoint(result.run_dir / "best.pt").epoch == best_by_validation
 
 
 def test_the_held_out_images_are_seeded_disjoint_and_complete(data_dir: Path) -> None:
