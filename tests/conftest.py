@@ -16,6 +16,9 @@ import pytest
 import torch
 from hypothesis import settings
 
+# support.py's comparisons say which values differed, as asserts in the tests themselves do
+pytest.register_assert_rewrite("support")
+
 # the property tests draw the same examples on every run and machine: a CI failure reproduces here
 settings.register_profile("reproducible", derandomize=True, database=None)
 settings.load_profile("reproducible")

@@ -9,9 +9,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from support import small_config
 
 from mlp_cli import curves as curves_module
-from mlp_cli.config import load_config
 from mlp_cli.curves import CurvesReporter, serve
 from mlp_cli.errors import TrainingStoppedError
 from mlp_cli.events import EpochMetrics, ReporterGroup
@@ -23,10 +23,6 @@ from mlp_cli.training import resume_run, train
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def small_config(data_dir: Path, epochs: int):
-    return load_config(None, {"data_dir": str(data_dir), "hidden": "16", "epochs": epochs, "threads": 1})
-
-
 def expected_picture(run_dir: Path, name: str) -> bytes:
     """The curves of run_dir's metrics as drawn directly, in this process."""
     plot_curves([(run_dir.name, read_metrics(run_dir))], Path(name))
@@ -35,7 +31,7 @@ def expected_picture(run_dir: Path, name: str) -> bytes:
 
 def test_drawings_are_rate_limited_and_the_last_one_shows_every_epoch(data_dir: Path) -> None:
     with CurvesReporter(min_interval=3600) as curves:
-        train(small_config(data_dir, epochs=3), Path("run"), curves)
+        train(small_config(data_dir, hidden=(16,), batch_size=256, epochs=3), Path("run"), curves)
     assert curves.drawings_requested == 2  # after the first epoch, then the last rows when training ended
     picture = Path("run/curves.png").read_bytes()
     assert picture.startswith(PNG_SIGNATURE)
@@ -45,7 +41,7 @@ def test_drawings_are_rate_limited_and_the_last_one_shows_every_epoch(data_dir: 
 
 def test_a_resumed_run_draws_its_earlier_epochs_too(data_dir: Path) -> None:
     with CurvesReporter(min_interval=3600) as curves:
-        train(small_config(data_dir, epochs=2), Path("run"), curves)
+        train(small_config(data_dir, hidden=(16,), batch_size=256, epochs=2), Path("run"), curves)
     with CurvesReporter(min_interval=3600) as curves:
         resume_run(Path("run/last.pt"), {"epochs": 3}, curves)
     assert [row["epoch"] for row in curves.rows] == [1, 2, 3]
@@ -69,8 +65,9 @@ class StopAfterEpoch:
 
 def test_a_stopped_run_leaves_the_drawer_to_finish_the_picture_on_its_own(data_dir: Path) -> None:
     stop = StopRequest()
+    config = small_config(data_dir, hidden=(16,), batch_size=256, epochs=5)
     with pytest.raises(TrainingStoppedError), CurvesReporter(min_interval=3600) as curves:
-        train(small_config(data_dir, epochs=5), Path("run"), ReporterGroup(curves, StopAfterEpoch(stop, 2)), stop)
+        train(config, Path("run"), ReporterGroup(curves, StopAfterEpoch(stop, 2)), stop)
     drawer = curves.last_drawer
     assert drawer is not None
     drawer.wait(timeout=120)  # what the stopped command no longer does
@@ -136,8 +133,9 @@ def test_a_picture_that_cannot_be_drawn_warns_once_and_training_goes_on(data_dir
         def on_epoch(self, metrics: object) -> None: ...
         def on_checkpoint(self, path: Path) -> None: ...
 
+    config = small_config(data_dir, hidden=(16,), batch_size=256, epochs=2)
     with CurvesReporter(min_interval=0) as curves:
-        train(small_config(data_dir, epochs=2), Path("run"), ReporterGroup(FolderWhereThePictureGoes(), curves))
+        train(config, Path("run"), ReporterGroup(FolderWhereThePictureGoes(), curves))
     warnings = [line for line in capfd.readouterr().err.splitlines() if line.startswith("warning:")]
     assert warnings == ["warning: cannot draw run/curves.png (Is a directory); training goes on"]
     assert curves.drawings_requested == 2 and len(read_metrics(Path("run"))) == 2

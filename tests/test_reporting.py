@@ -4,16 +4,15 @@ import io
 from pathlib import Path
 
 from rich.console import Console
+from support import small_config
 
-from mlp_cli.config import load_config
 from mlp_cli.events import EpochMetrics
 from mlp_cli.reporting import RichReporter
 from mlp_cli.training import train
 
 
 def run_with_console(data_dir: Path, console: Console) -> None:
-    config = load_config(None, {"data_dir": str(data_dir), "hidden": "16", "batch_size": 8, "epochs": 2,
-                                "device": "cpu", "threads": 1})
+    config = small_config(data_dir, hidden=(16,), batch_size=8, epochs=2)
     with RichReporter(console) as reporter:
         train(config, Path("run"), reporter)
 

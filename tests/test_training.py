@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import TRAIN_COUNT, write_dataset
+from support import small_config
 
 from mlp_cli.checkpoint import load_checkpoint, restore_model
-from mlp_cli.config import Config, load_config
+from mlp_cli.config import load_config
 from mlp_cli.errors import MlpError
 from mlp_cli.evaluation import evaluate
 from mlp_cli.events import BatchProgress, EpochMetrics, TrainingPlan
@@ -34,12 +35,6 @@ class RecordingReporter:
 
     def on_checkpoint(self, path: Path) -> None:
         self.events.append(("checkpoint", path))
-
-
-def small_config(data_dir: Path, **changes: object) -> Config:
-    settings = {"data_dir": str(data_dir), "hidden": (32,), "batch_size": 16, "epochs": 3, "device": "cpu",
-                "threads": 1}
-    return load_config(None, {**settings, **changes})
 
 
 @pytest.mark.parametrize("impl", ["scratch", "concise"])
