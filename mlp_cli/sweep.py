@@ -112,7 +112,8 @@ class SweepReport:
 # --- planning: everything is checked before anything is written -------------------------------------------
 
 
-def plan_sweep(name: str | None, config_path: Path | None, param_texts: list[str], search: str = "grid",
+# one parameter per option of `mlp sweep` (its library half), like the Typer command that calls it
+def plan_sweep(name: str | None, config_path: Path | None, param_texts: list[str], search: str = "grid",  # noqa: PLR0913
                trials: int | None = None, prune: str = "none", val_size: int | None = None, seed: int = 0,
                workers: int = 1, storage: str | None = None, data_dir: Path | None = None,
                threads: int | None = None, heartbeat: int = HEARTBEAT_SECONDS) -> SweepPlan:
