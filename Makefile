@@ -1,6 +1,6 @@
 # Two entry points for a fresh machine (see README.md):
 #   make train   set up .venv, make real Fashion-MNIST available, run `mlp train --impl scratch`
-#   make test    set up .venv (and PostgreSQL where apt works as root), then ruff and the test suite
+#   make test    set up .venv (and PostgreSQL where apt works as root), then ruff, mypy and the test suite
 
 PYTHON ?= python3
 VENV := .venv
@@ -14,7 +14,7 @@ TRAIN_ARGS ?= --impl scratch
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "mlp needs Python >= 3.11 (set PYTHON=...)")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@echo "installing mlp and its dependencies (pyproject.toml: torch, torchvision, typer, rich, matplotlib, tensorboard, onnx, optuna, ...; pytest, ruff) into $(VENV) ..."
+	@echo "installing mlp and its dependencies (pyproject.toml: torch, torchvision, typer, rich, matplotlib, tensorboard, onnx, optuna, ...; pytest, ruff, mypy) into $(VENV) ..."
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $@
 
@@ -47,6 +47,7 @@ train: install data
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/mypy mlp_cli
 
 test: lint postgresql
 	$(BIN)/pytest
@@ -75,4 +76,4 @@ bench-sweep: install data
 	$(BIN)/python benchmarks/bench_sweep.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache

@@ -79,8 +79,8 @@ def activation_curve(name: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     x = x.detach().clone().requires_grad_(True)
     y = ACTIVATIONS[name](x)
     # each y_i depends only on x_i, so the gradient of sum(y) is the elementwise derivative
-    y.backward(torch.ones_like(x))
-    return y.detach(), x.grad
+    (grad,) = torch.autograd.grad(y, x, torch.ones_like(x))
+    return y.detach(), grad
 
 
 def sample_activation(name: str, start: float, stop: float,

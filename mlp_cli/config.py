@@ -12,7 +12,7 @@ import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 from mlp_cli.errors import ConfigError
 
@@ -221,23 +221,38 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def is_int(value: Any) -> bool:
+def is_int(value: Any) -> TypeGuard[int]:
     """Whether value is an integer (a bool is not, although Python counts it as one)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def is_number(value: Any) -> bool:
+def is_number(value: Any) -> TypeGuard[float]:
     """Whether value is an int or a float (a bool is not a number here)."""
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def coerce_value(where: str, value: Any, expected: Any) -> Any:
     """The value converted to the field's type; a bool is never taken for a number."""
-    is_optional = isinstance(expected, types.UnionType) and type(None) in typing.get_args(expected)
-    if is_optional and value is None:
-        return None
-    if is_optional:
+    if isinstance(expected, types.UnionType) and type(None) in typing.get_args(expected):
+        if value is None:
+            return None
         expected = next(arg for arg in typing.get_args(expected) if arg is not type(None))
+    coerced: object  # None when the value's type does not fit the field
+    if expected == tuple[str, ...]:
+        coerced = coerce_names(value)
+    elif expected == tuple[int, ...]:
+        coerced = coerce_sizes(where, value)
+    else:
+        coerced = coerce_scalar(value, expected)
+    if coerced is not None:
+        return coerced
+    type_names = {tuple[int, ...]: "a list of integers", tuple[str, ...]: "a list of names"}
+    type_name = type_names.get(expected) or f"a {expected.__name__}"
+    raise ConfigError(f"{where}: {value!r} has the wrong type, expected {type_name}")
+
+
+def coerce_scalar(value: Any, expected: type) -> str | bool | float | None:
+    """The value for a str, bool, int or float field, or None when its type does not fit."""
     if expected is str and isinstance(value, str):
         return value
     if expected is bool and isinstance(value, bool):
@@ -246,21 +261,27 @@ def coerce_value(where: str, value: Any, expected: Any) -> Any:
         return value
     if expected is float and is_number(value):
         return float(value)
-    if expected == tuple[str, ...]:
-        if isinstance(value, str):
-            return tuple(part for part in value.split(",") if part)
-        if isinstance(value, list | tuple) and all(isinstance(item, str) for item in value):
-            return tuple(value)
-    if expected == tuple[int, ...]:
-        if is_int(value):
-            return (value,)  # one hidden layer: Config(hidden=256) as well as hidden = [256]
-        if isinstance(value, str):
-            return parse_sizes(where, value)
-        if isinstance(value, list | tuple) and all(is_int(item) for item in value):
-            return tuple(value)
-    type_names = {tuple[int, ...]: "a list of integers", tuple[str, ...]: "a list of names"}
-    type_name = type_names.get(expected) or f"a {expected.__name__}"
-    raise ConfigError(f"{where}: {value!r} has the wrong type, expected {type_name}")
+    return None
+
+
+def coerce_names(value: Any) -> tuple[str, ...] | None:
+    """Names from "a,b" or a list of strings, or None when value is neither."""
+    if isinstance(value, str):
+        return tuple(part for part in value.split(",") if part)
+    if isinstance(value, list | tuple) and all(isinstance(item, str) for item in value):
+        return tuple(value)
+    return None
+
+
+def coerce_sizes(where: str, value: Any) -> tuple[int, ...] | None:
+    """Sizes from an integer, "256,128" or a list of integers, or None when value is none of these."""
+    if is_int(value):
+        return (value,)  # one hidden layer: Config(hidden=256) as well as hidden = [256]
+    if isinstance(value, str):
+        return parse_sizes(where, value)
+    if isinstance(value, list | tuple) and all(is_int(item) for item in value):
+        return tuple(value)
+    return None
 
 
 def parse_sizes(where: str, text: str) -> tuple[int, ...]:

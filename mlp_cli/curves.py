@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, cast
 
 from mlp_cli.errors import MlpError, os_reason
 
@@ -39,8 +39,8 @@ class CurvesReporter:
         self.drawings_requested = 0
         self._drawn_rows = 0  # how many rows the last request held
         self._last_request = -float("inf")
-        self._drawer: subprocess.Popen | None = None
-        self.last_drawer: subprocess.Popen | None = None  # the drawer, still drawing perhaps, after close()
+        self._drawer: subprocess.Popen[str] | None = None
+        self.last_drawer: subprocess.Popen[str] | None = None  # the drawer, still drawing perhaps, after close()
 
     def on_start(self, plan: "TrainingPlan") -> None:
         from mlp_cli.runs import read_metrics
@@ -77,7 +77,7 @@ class CurvesReporter:
         if self._drawer is None:
             return
         try:
-            self._drawer.stdin.close()
+            requests_of(self._drawer).close()
             if wait:
                 self._drawer.wait(timeout=FINAL_DRAWING_TIMEOUT_SECONDS)
         except OSError:  # the drawer was gone already
@@ -94,19 +94,25 @@ class CurvesReporter:
     def _request(self) -> None:
         if self.run_dir is None:
             return
-        self._start_drawer()
+        requests = requests_of(self._start_drawer())
         try:
-            self._drawer.stdin.write(json.dumps({"run_dir": str(self.run_dir), "rows": self.rows}) + "\n")
-            self._drawer.stdin.flush()
+            requests.write(json.dumps({"run_dir": str(self.run_dir), "rows": self.rows}) + "\n")
+            requests.flush()
         except OSError:  # the drawer is gone (it said why on stderr): training goes on without pictures
             return
         self.drawings_requested += 1
         self._drawn_rows, self._last_request = len(self.rows), time.monotonic()
 
-    def _start_drawer(self) -> None:
+    def _start_drawer(self) -> subprocess.Popen[str]:
         if self._drawer is None:
             # a session of its own: Ctrl-C at the terminal goes to training alone, which then asks for a last drawing
             self._drawer = subprocess.Popen(DRAWER_COMMAND, stdin=subprocess.PIPE, text=True, start_new_session=True)
+        return self._drawer
+
+
+def requests_of(drawer: subprocess.Popen[str]) -> IO[str]:
+    """The drawer's input pipe (typeshed types Popen.stdin as optional; with stdin=PIPE it never is None)."""
+    return cast(IO[str], drawer.stdin)
 
 
 def draw_curves(run_dir: Path, rows: list[dict]) -> Path:

@@ -19,7 +19,7 @@ class SGD:
     def __init__(self, parameters: Iterable[nn.Parameter], lr: float, weight_decay: float = 0.0):
         self.params = list(parameters)
         # one group, as torch.optim keeps it: the training loop sets group["lr"] every epoch
-        self.param_groups = [{"params": self.params, "lr": lr, "weight_decay": weight_decay}]
+        self.param_groups: list[dict[str, Any]] = [{"params": self.params, "lr": lr, "weight_decay": weight_decay}]
 
     @torch.no_grad()
     def step(self) -> None:

@@ -6,7 +6,7 @@ goes into rich as Text, never as markup: a folder named `x[/b]` or `[red]run` is
 
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich import box
 from rich.console import Console, Group, RenderableType
@@ -37,7 +37,7 @@ class SamplesPerSecondColumn(ProgressColumn):
 class ProgressWithTable(Progress):
     """A Progress that draws a table of finished epochs above its bar, in one live display."""
 
-    def __init__(self, table: Table, *columns: ProgressColumn | str, **kwargs) -> None:
+    def __init__(self, table: Table, *columns: ProgressColumn | str, **kwargs: Any) -> None:
         self.table = table
         super().__init__(*columns, **kwargs)
 

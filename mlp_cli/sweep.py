@@ -23,7 +23,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal, cast
 
 from mlp_cli.config import Config, available_cores, config_to_dict, load_config, validate_settings
 from mlp_cli.errors import (
@@ -112,7 +112,8 @@ class SweepReport:
 # --- planning: everything is checked before anything is written -------------------------------------------
 
 
-def plan_sweep(name: str | None, config_path: Path | None, param_texts: list[str], search: str = "grid",
+# one parameter per option of `mlp sweep` (its library half), like the Typer command that calls it
+def plan_sweep(name: str | None, config_path: Path | None, param_texts: list[str], search: str = "grid",  # noqa: PLR0913
                trials: int | None = None, prune: str = "none", val_size: int | None = None, seed: int = 0,
                workers: int = 1, storage: str | None = None, data_dir: Path | None = None,
                threads: int | None = None, heartbeat: int = HEARTBEAT_SECONDS) -> SweepPlan:
@@ -389,12 +390,13 @@ def suggest(trial: Any, params: list[Param]) -> dict[str, Any]:
     """The trial's value of every param: fixed for grid points and resumed trials, drawn by the sampler else."""
     values = {}
     for param in params:
-        if not param.is_range:
+        low, high = param.low, param.high
+        if low is None or high is None:  # a list of choices, not a range
             values[param.name] = trial.suggest_categorical(param.name, list(param.choices))
         elif param.is_int:
-            values[param.name] = trial.suggest_int(param.name, int(param.low), int(param.high), log=param.is_log)
+            values[param.name] = trial.suggest_int(param.name, int(low), int(high), log=param.is_log)
         else:
-            values[param.name] = trial.suggest_float(param.name, param.low, param.high, log=param.is_log)
+            values[param.name] = trial.suggest_float(param.name, low, high, log=param.is_log)
     return values
 
 
@@ -666,11 +668,12 @@ def run_worker_processes(plan: SweepPlan, stop: StopRequest, monitor: "Monitor")
     processes = [subprocess.Popen(command, stdin=subprocess.PIPE, text=True, process_group=0)
                  for _ in range(plan.workers)]
     for process in processes:
-        process.stdin.write(plan_to_json(plan))
-        process.stdin.close()
+        pipe = cast(IO[str], process.stdin)  # typeshed: optional; with stdin=PIPE never None
+        pipe.write(plan_to_json(plan))
+        pipe.close()
     is_forwarded = False
     while any(process.poll() is None for process in processes):
-        if stop.is_requested and not is_forwarded:
+        if stop.signal_number is not None and not is_forwarded:
             for process in (process for process in processes if process.poll() is None):
                 process.send_signal(stop.signal_number)
             is_forwarded = True

@@ -8,7 +8,7 @@ import math
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from mlp_cli.config import is_number
 from mlp_cli.errors import MlpError
@@ -76,20 +76,19 @@ def plot_accuracy_line(rows: list["TrialRow"], name: str, path: Path) -> None:
     """Best validation accuracy of each trial against the value of the one swept param."""
     from matplotlib.figure import Figure
 
-    values = ordered_values(rows, name)
-    accuracy = {row.params[name]: row.val_accuracy for row in rows}
+    accuracy = {row.params[name]: row.val_accuracy for row in rows if row.val_accuracy is not None}
+    values = sorted(accuracy, key=sort_key)
     figure = Figure(figsize=PANEL_SIZE_INCHES, layout="constrained")
     axes = figure.subplots()
-    numbers = [as_number(value) for value in values]
-    is_numeric = None not in numbers
+    numbers = [number for number in map(as_number, values) if number is not None]
+    is_numeric = len(numbers) == len(values)
     positions = numbers if is_numeric else list(range(len(values)))
     is_ordered = all(sort_key(value)[0] == 0 for value in values)  # numbers, layer sizes: a line; names: points
     heights = [accuracy[value] for value in values]
     axes.plot(positions, heights, marker="o", linestyle="-" if is_ordered else "none")
     for position, height in zip(positions, heights, strict=True):
-        if height is not None:
-            axes.annotate(f"{height:.4f}", (position, height), textcoords="offset points", xytext=(0, 6),
-                          ha="center", fontsize="small")
+        axes.annotate(f"{height:.4f}", (position, height), textcoords="offset points", xytext=(0, 6),
+                      ha="center", fontsize="small")
     axes.margins(x=0.1, y=0.15)
     if is_numeric and min(numbers) > 0 and max(numbers) / min(numbers) > LOG_AXIS_RATIO:
         axes.set_xscale("log")
@@ -106,7 +105,8 @@ def plot_accuracy_heatmap(rows: list["TrialRow"], names: list[str], path: Path) 
     from matplotlib.figure import Figure
 
     rows_values, column_values = ordered_values(rows, names[0]), ordered_values(rows, names[1])
-    accuracy = {(row.params[names[0]], row.params[names[1]]): row.val_accuracy for row in rows}
+    accuracy = {(row.params[names[0]], row.params[names[1]]): row.val_accuracy
+                for row in rows if row.val_accuracy is not None}
     grid = [[accuracy.get((first, second), math.nan) for second in column_values] for first in rows_values]
     figure = Figure(figsize=(1.2 * len(column_values) + 2.5, 0.6 * len(rows_values) + 1.8), layout="constrained")
     axes = figure.subplots()
@@ -133,6 +133,7 @@ def plot_optuna_figures(study: Any, sweep_dir: Path, on_event: Callable[[str], N
     matplotlib.use("Agg")  # optuna's plots use pyplot: never a GUI backend here
     import optuna
     from matplotlib import pyplot
+    from matplotlib.figure import Figure
 
     written = []
     figures = (
@@ -151,7 +152,7 @@ def plot_optuna_figures(study: Any, sweep_dir: Path, on_event: Callable[[str], N
                 continue
         if name == HISTORY_FILE:
             axes.set_ylabel("validation accuracy (best epoch)")
-        figure = axes.figure
+        figure = cast(Figure, axes.figure)  # optuna draws with pyplot.subplots(): a whole figure, no SubFigure
         figure.set_size_inches(7, 4)
         figure.tight_layout()
         try:
