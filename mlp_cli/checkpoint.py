@@ -65,7 +65,7 @@ class SavedProgress:
 class RngStates:
     """The random generators a resumed run continues: dropout's (torch's global one) and the data order's."""
 
-    torch: torch.Tensor
+    torch_state: torch.Tensor  # torch's global generator, which draws dropout's masks
     data_order: torch.Tensor  # at the next epoch boundary
     torch_by_rank: tuple[torch.Tensor, ...] | None = None  # under torchrun: each rank's own dropout stream
 
@@ -102,7 +102,7 @@ class TrainState:
             "metrics": [dataclasses.asdict(row) for row in self.metrics],
             "progress": None if self.progress is None else progress_to_dict(self.progress),
             "rng": None if self.rng is None else {
-                "torch": self.rng.torch, "data_order": self.rng.data_order,
+                "torch": self.rng.torch_state, "data_order": self.rng.data_order,
                 **({} if self.rng.torch_by_rank is None else {"torch_by_rank": list(self.rng.torch_by_rank)})},
         }
 

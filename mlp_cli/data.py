@@ -189,7 +189,8 @@ def read_idx(path: Path, expected_magic: int) -> torch.Tensor:
         with open(path, "rb") as file:
             is_gzip = file.read(len(GZIP_MAGIC)) == GZIP_MAGIC
             file.seek(0)
-            stream = gzip.GzipFile(fileobj=file, mode="rb") if is_gzip else file
+            # a GzipFile reads bytes as a binary file does, but typeshed does not call it a BinaryIO
+            stream: BinaryIO = gzip.GzipFile(fileobj=file, mode="rb") if is_gzip else file  # type: ignore[assignment]
             return read_idx_stream(path, stream, expected_magic)
     except (EOFError, zlib.error, gzip.BadGzipFile) as err:
         raise DataError(f"{path}: truncated or corrupt gzip file ({err})") from err

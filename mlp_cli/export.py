@@ -75,6 +75,8 @@ def export_model(model: nn.Module, side: int, metadata: dict[str, str], out: Pat
         program = torch.onnx.export(
             model, (example,), input_names=[INPUT_NAME], output_names=[metadata["output"]],
             dynamic_shapes=({0: torch.export.Dim("batch")},), opset_version=ONNX_OPSET, dynamo=True, verbose=False)
+    if program is None:  # only the legacy exporter (dynamo=False) returns nothing
+        raise MlpError(f"{out}: torch.onnx.export returned no model")
     proto = program.model_proto
     onnx.helper.set_model_props(proto, {**{prop.key: prop.value for prop in proto.metadata_props}, **metadata})
     temporary = out.with_name(f".{out.name}.{os.getpid()}.tmp")

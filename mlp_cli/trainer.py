@@ -218,8 +218,10 @@ class Trainer:
 
     def is_best(self, row: EpochMetrics) -> bool:
         accuracy = selection_accuracy(row, self.selected_by)
-        return accuracy is not None and (
-            self.best_epoch == 0 or accuracy > selection_accuracy(self.history[self.best_epoch - 1], self.selected_by))
+        if accuracy is None:
+            return False
+        best = None if self.best_epoch == 0 else selection_accuracy(self.history[self.best_epoch - 1], self.selected_by)
+        return best is None or accuracy > best
 
     def save_epoch(self, is_best: bool) -> list[Path]:
         """Save the finished epoch (last.pt, best.pt if it is the best so far, metrics.jsonl); the checkpoints."""
@@ -314,7 +316,7 @@ def rank_rng_state(saved: RngStates, config: Config, ranks: Ranks) -> torch.Tens
     if saved.torch_by_rank is not None and len(saved.torch_by_rank) == ranks.world_size:
         return saved.torch_by_rank[ranks.rank]
     if ranks.is_main:
-        return saved.torch
+        return saved.torch_state
     return torch.Generator().manual_seed(derive_seed(config.seed, f"rank:{ranks.rank}:resumed")).get_state()
 
 
