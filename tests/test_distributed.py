@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from mlp_cli import launch
 from mlp_cli.augment import augment_batch
+from mlp_cli.checkpoint import RankSums, SavedProgress
 from mlp_cli.cli import app
 from mlp_cli.data import load_data
 from mlp_cli.devices import configure_threads, resolve_rank_device
@@ -61,36 +62,35 @@ def test_the_ranks_batches_put_together_are_the_single_process_batches(data_dir:
     data = load_data("fashion-mnist", data_dir)
     for skip in (0, 2):
         single = list(data.batches("train", 25, torch.Generator().manual_seed(1), skip=skip))
-        parts = [list(data.batches("train", 25, torch.Generator().manual_seed(1), skip=skip, ranks=Ranks(rank, 3)))
-                 for rank in range(3)]
+        parts = [list(data.batches("train", 25, torch.Generator().manual_seed(1), skip=skip,
+                                   share=Ranks(rank, 3).share)) for rank in range(3)]
         assert [len(rank_batches) for rank_batches in parts] == [len(single)] * 3  # no rank waits for another
         for index, (images, labels) in enumerate(single):
             assert torch.equal(torch.cat([rank_batches[index][1] for rank_batches in parts]), labels)
             assert torch.equal(torch.cat([rank_batches[index][0] for rank_batches in parts]), images)
 
 
-def saved_progress_of_two_ranks() -> dict:
+def saved_progress_of_two_ranks() -> SavedProgress:
     """A mid-epoch checkpoint's progress written by 2 ranks: the totals and each rank's own sums."""
-    own = [{"samples_done": 10, "loss_sum": torch.tensor(3.0), "correct": torch.tensor(4)},
-           {"samples_done": 9, "loss_sum": torch.tensor(2.0), "correct": torch.tensor(5)}]
-    return {"order_state": torch.Generator().get_state(), "batches_done": 5, "samples_done": 19,
-            "loss_sum": torch.tensor(5.0), "correct": torch.tensor(9), "seconds": 1.5, "by_rank": own}
+    own = (RankSums(10, torch.tensor(3.0), torch.tensor(4)), RankSums(9, torch.tensor(2.0), torch.tensor(5)))
+    return SavedProgress(torch.Generator().get_state(), 5, RankSums(19, torch.tensor(5.0), torch.tensor(9)), 1.5, own)
 
 
 def test_resumed_on_as_many_ranks_each_rank_continues_its_own_running_sums() -> None:
     saved = saved_progress_of_two_ranks()
-    for rank, own in enumerate(saved["by_rank"]):
-        progress = EpochProgress.from_dict(saved, torch.device("cpu"), Ranks(rank, 2))
+    assert saved.by_rank is not None
+    for rank, own in enumerate(saved.by_rank):
+        progress = EpochProgress.from_saved(saved, torch.device("cpu"), Ranks(rank, 2))
         assert (progress.samples_done, progress.loss_sum.item(), progress.correct.item()) == (
-            own["samples_done"], own["loss_sum"].item(), own["correct"].item())
+            own.samples_done, own.loss_sum.item(), own.correct.item())
         assert progress.batches_done == 5
 
 
 def test_resumed_on_another_number_of_ranks_rank_0_takes_the_totals() -> None:
     saved = saved_progress_of_two_ranks()
-    alone = EpochProgress.from_dict(saved, torch.device("cpu"), Ranks(0, 1))
+    alone = EpochProgress.from_saved(saved, torch.device("cpu"), Ranks(0, 1))
     assert (alone.samples_done, alone.loss_sum.item(), alone.correct.item()) == (19, 5.0, 9)
-    first, third = (EpochProgress.from_dict(saved, torch.device("cpu"), Ranks(rank, 3)) for rank in (0, 2))
+    first, third = (EpochProgress.from_saved(saved, torch.device("cpu"), Ranks(rank, 3)) for rank in (0, 2))
     assert (first.samples_done, first.loss_sum.item()) == (19, 5.0)
     assert (third.samples_done, third.loss_sum.item(), third.correct.item()) == (0, 0.0, 0)
 
@@ -146,7 +146,7 @@ def test_every_rank_gets_the_same_metrics_and_only_rank_0_writes_files(data_dir:
     # exact: an all-reduce hands every rank the one reduced result, so the ranks' numbers are equal by construction
     assert main["history"] == other["history"] and len(main["history"]) == 2
     assert main["run_dir"] == other["run_dir"] == "run"
-    assert set(main["written"]) == {"start_run_dir", "write_metrics", "save_checkpoint"}
+    assert set(main["written"]) == {"create_run_dir", "write_metrics", "save_checkpoint"}
     assert other["written"] == []
 
 

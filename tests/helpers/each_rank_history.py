@@ -10,19 +10,21 @@ import os
 import sys
 from pathlib import Path
 
+import mlp_cli.trainer
 import mlp_cli.training
 from mlp_cli.config import load_config
 
 data_dir, out_dir, report_prefix = sys.argv[1:]
 written = []
-for name in ("save_checkpoint", "write_metrics", "start_run_dir"):
-    original = getattr(mlp_cli.training, name)
+for module, name in ((mlp_cli.trainer, "save_checkpoint"), (mlp_cli.trainer, "write_metrics"),
+                     (mlp_cli.training, "create_run_dir")):
+    original = getattr(module, name)
 
     def recording(*args, original=original, name=name):
         written.append(name)
         return original(*args)
 
-    setattr(mlp_cli.training, name, recording)
+    setattr(module, name, recording)
 config = load_config(None, {"data_dir": data_dir, "hidden": (32,), "batch_size": 16, "epochs": 2, "device": "cpu"})
 result = mlp_cli.training.train(config, Path(out_dir))
 rows = [dataclasses.asdict(row) | {"seconds": None} for row in result.history]
