@@ -106,11 +106,12 @@ from mlp_cli.cli_options import (
     WarmupEpochsOption,
     WeightDecayOption,
 )
-from mlp_cli.config import ACTIVATIONS, load_config
+from mlp_cli.config import ACTIVATIONS, Config, load_config
 from mlp_cli.errors import MlpError
 from mlp_cli.sweep import HEARTBEAT_SECONDS
 
 X_START, X_STOP, X_STEP = -8.0, 8.0, 0.1  # D2L 5.1.2: x = -8.0, -7.9, ..., 7.9
+SETTINGS = tuple(field.name for field in dataclasses.fields(Config))  # what `mlp train` passes to load_config
 
 app = typer.Typer(
     name="mlp",
@@ -207,16 +208,7 @@ def train_command(
 
     Example: mlp train --impl concise --epochs 5 --out runs/concise5
     """
-    flags = {
-        "impl": impl, "dataset": dataset, "hidden": hidden, "activation": activation, "sigma": sigma, "init": init,
-        "optimizer": optimizer, "lr": lr, "momentum": momentum, "weight_decay": weight_decay, "dropout": dropout,
-        "schedule": schedule, "warmup_epochs": warmup_epochs, "label_smoothing": label_smoothing,
-        "augment": augment, "batch_size": batch_size, "epochs": epochs, "seed": seed, "val_size": val_size,
-        "report_every": report_every, "train_metrics": train_metrics,
-        "device": device, "threads": threads, "precision": precision, "backend": backend,
-        "dist_timeout": dist_timeout, "data_dir": str(data_dir) if data_dir else None,
-        "tensorboard": tensorboard, "tb_histograms": tb_histograms,
-    }
+    flags = settings_given(locals())  # first, while locals() holds the arguments only
     if is_torchrun_worker():
         from mlp_cli.launch import exit_with_launcher
 
@@ -275,6 +267,13 @@ def train_command(
     stdout.print(f"{summary}: {result.best_checkpoint}", markup=False, soft_wrap=True)
     stdout.print(f"metrics: {result.run_dir / METRICS_FILE}; evaluate with: mlp eval {result.best_checkpoint}",
                  markup=False, soft_wrap=True)
+
+
+def settings_given(arguments: dict[str, Any]) -> dict[str, Any]:
+    """The training settings among a command's arguments (None = not given), for load_config: one per Config
+    field, so that a setting cannot be left out here (a KeyError, and a test, catch a field without a flag)."""
+    values = {name: arguments[name] for name in SETTINGS}
+    return {name: str(value) if isinstance(value, Path) else value for name, value in values.items()}
 
 
 def as_arguments(options: dict[str, Any]) -> list[str]:
