@@ -11,7 +11,7 @@ import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -109,6 +109,9 @@ from mlp_cli.cli_options import (
 from mlp_cli.config import ACTIVATIONS, Config, load_config
 from mlp_cli.errors import MlpError
 from mlp_cli.sweep import HEARTBEAT_SECONDS
+
+if TYPE_CHECKING:
+    from mlp_cli.events import FitResult
 
 X_START, X_STOP, X_STEP = -8.0, 8.0, 0.1  # D2L 5.1.2: x = -8.0, -7.9, ..., 7.9
 SETTINGS = tuple(field.name for field in dataclasses.fields(Config))  # what `mlp train` passes to load_config
@@ -217,33 +220,73 @@ def train_command(
         raise MlpError("--resume continues a run in its own folder with its own settings: "
                        "leave out --config and --out")
     settings = load_config(config, flags) if resume is None else None
-    if resume is not None and resume.is_dir():
+    if resume is not None:
         from mlp_cli.runs import LAST_CHECKPOINT
 
-        resume = resume / LAST_CHECKPOINT
-        if resume.exists():  # else the one line is the error that names the missing file
-            stderr.print(f"resuming {resume}", markup=False, soft_wrap=True)
+        resume = checkpoint_in(resume, LAST_CHECKPOINT, "resuming")
     if nproc_per_node is not None:
-        from mlp_cli.data import locate_dataset
-        from mlp_cli.launch import check_can_launch, launch_training
-        from mlp_cli.training import load_resumable
-
-        check_can_launch(nproc_per_node)
-        # checked (and downloaded) here once, rather than by every process: one message, one download
-        job = settings if resume is None else load_resumable(resume, flags)[1]
-        locate_dataset(job.dataset, Path(job.data_dir) if job.data_dir else None)
         options = {"config": config, "out": out, "resume": resume, "overwrite": overwrite or None,
                    "quiet": quiet or None}
-        raise typer.Exit(launch_training(nproc_per_node, as_arguments({**flags, **options})))
+        raise typer.Exit(launch_job(nproc_per_node, settings, resume, flags, options))
+    result = run_training(settings, resume, flags, out, overwrite, quiet)
+    if torchrun_rank() == 0:  # under torchrun only rank 0 shows progress and the result
+        print_training_result(result)
+
+
+def settings_given(arguments: dict[str, Any]) -> dict[str, Any]:
+    """The training settings among a command's arguments (None = not given), for load_config: one per Config
+    field, so that a setting cannot be left out here (a KeyError, and a test, catch a field without a flag)."""
+    values = {name: arguments[name] for name in SETTINGS}
+    return {name: str(value) if isinstance(value, Path) else value for name, value in values.items()}
+
+
+def checkpoint_in(path: Path, name: str, doing: str) -> Path:
+    """The checkpoint that path names: path itself, or in a run folder its checkpoint `name` (said on stderr)."""
+    if not path.is_dir():
+        return path
+    checkpoint = path / name
+    if checkpoint.exists():  # else the one line is the error that names the missing file
+        stderr.print(f"{doing} {checkpoint}", markup=False, soft_wrap=True)
+    return checkpoint
+
+
+def launch_job(processes: int, settings: Config | None, resume: Path | None, flags: dict[str, Any],
+               options: dict[str, Any]) -> int:
+    """Start `mlp train` with the same flags and options in `processes` processes (DDP); the job's exit code."""
+    from mlp_cli.data import locate_dataset
+    from mlp_cli.launch import check_can_launch, launch_training
+    from mlp_cli.training import load_resumable
+
+    check_can_launch(processes)
+    # checked (and downloaded) here once, rather than by every process: one message, one download
+    job = settings if resume is None else load_resumable(resume, flags)[1]
+    locate_dataset(job.dataset, Path(job.data_dir) if job.data_dir else None)
+    return launch_training(processes, as_arguments({**flags, **options}))
+
+
+def as_arguments(options: dict[str, Any]) -> list[str]:
+    """Given options (None = not given) as command-line arguments again, for the processes to start."""
+    arguments = []
+    for key, value in options.items():
+        name = key.replace("_", "-")
+        if isinstance(value, bool):
+            arguments.append(f"--{name}" if value else f"--no-{name}")
+        elif value is not None:
+            arguments += [f"--{name}", str(value)]
+    return arguments
+
+
+def run_training(settings: Config | None, resume: Path | None, flags: dict[str, Any], out: Path | None,
+                 overwrite: bool, quiet: bool) -> "FitResult":
+    """Train a new run with settings, or resume one; rank 0 draws progress, curves and TensorBoard files."""
     from mlp_cli.curves import CurvesReporter
     from mlp_cli.events import NULL_REPORTER, ReporterGroup
     from mlp_cli.reporting import RichReporter
-    from mlp_cli.runs import METRICS_FILE
     from mlp_cli.signals import STOP_SIGNALS, stop_on_signals
     from mlp_cli.tensorboard import TensorBoardReporter
     from mlp_cli.training import resume_run, train
 
-    is_main = torchrun_rank() == 0  # under torchrun only rank 0 shows progress and the result
+    is_main = torchrun_rank() == 0
     progress_console = Console(stderr=True, highlight=False, quiet=quiet or not is_main)
     try:
         with (stop_on_signals() as stop, RichReporter(progress_console) as terminal, CurvesReporter() as curves,
@@ -258,8 +301,13 @@ def train_command(
             # torchrun sends SIGTERM to every process once one has exited: let this one say its last words
             for number in STOP_SIGNALS:
                 signal.signal(number, signal.SIG_IGN)
-    if not is_main:
-        return
+    return result
+
+
+def print_training_result(result: "FitResult") -> None:
+    """The best epoch's accuracy and checkpoint, and where the metrics are, on stdout."""
+    from mlp_cli.runs import METRICS_FILE
+
     best, split = result.history[result.best_epoch - 1], result.selected_by
     summary = f"best {split} accuracy {getattr(best, f'{split}_accuracy'):.4f} at epoch {best.epoch}"
     if split == "val":
@@ -267,25 +315,6 @@ def train_command(
     stdout.print(f"{summary}: {result.best_checkpoint}", markup=False, soft_wrap=True)
     stdout.print(f"metrics: {result.run_dir / METRICS_FILE}; evaluate with: mlp eval {result.best_checkpoint}",
                  markup=False, soft_wrap=True)
-
-
-def settings_given(arguments: dict[str, Any]) -> dict[str, Any]:
-    """The training settings among a command's arguments (None = not given), for load_config: one per Config
-    field, so that a setting cannot be left out here (a KeyError, and a test, catch a field without a flag)."""
-    values = {name: arguments[name] for name in SETTINGS}
-    return {name: str(value) if isinstance(value, Path) else value for name, value in values.items()}
-
-
-def as_arguments(options: dict[str, Any]) -> list[str]:
-    """Given options (None = not given) as command-line arguments again, for the processes to start."""
-    arguments = []
-    for key, value in options.items():
-        name = key.replace("_", "-")
-        if isinstance(value, bool):
-            arguments.append(f"--{name}" if value else f"--no-{name}")
-        elif value is not None:
-            arguments += [f"--{name}", str(value)]
-    return arguments
 
 
 @app.command("eval", cls=PlainFlagsCommand)
@@ -305,13 +334,9 @@ def eval_command(
     """
     from mlp_cli.evaluation import evaluate_checkpoint
     from mlp_cli.plots import check_image_path
+    from mlp_cli.runs import BEST_CHECKPOINT
 
-    if checkpoint.is_dir():
-        from mlp_cli.runs import BEST_CHECKPOINT
-
-        checkpoint = checkpoint / BEST_CHECKPOINT
-        if checkpoint.exists():  # else the one line is the error that names the missing file
-            stderr.print(f"evaluating {checkpoint}", markup=False, soft_wrap=True)
+    checkpoint = checkpoint_in(checkpoint, BEST_CHECKPOINT, "evaluating")
     for option, path in (("--confusion", confusion), ("--errors", errors)):
         if path is not None:
             check_image_path(path, option)  # before the evaluation, not after it
@@ -407,16 +432,21 @@ def predict_command(
     if as_json:
         print(json.dumps([dataclasses.asdict(prediction) for prediction in predictions]))
     else:
-        table = Table(title=Text(f"predictions of {checkpoint}"), title_justify="left")
-        table.add_column("image")
-        table.add_column(f"top {top_k}")
-        for prediction in (prediction for prediction in predictions if not prediction.error):
-            ranked = ", ".join(f"{name} {probability:.1%}"
-                               for name, probability in zip(prediction.classes, prediction.probabilities, strict=True))
-            table.add_row(Text(prediction.image), Text(ranked))
-        stdout.print(table)
+        stdout.print(predictions_table(predictions, f"predictions of {checkpoint}", top_k))
     if any(prediction.error for prediction in predictions):
         raise typer.Exit(1)
+
+
+def predictions_table(predictions: list[Any], title: str, top_k: int) -> Table:
+    """The top classes of each image that could be classified, with their probabilities."""
+    table = Table(title=Text(title), title_justify="left")
+    table.add_column("image")
+    table.add_column(f"top {top_k}")
+    for prediction in (prediction for prediction in predictions if not prediction.error):
+        ranked = ", ".join(f"{name} {probability:.1%}"
+                           for name, probability in zip(prediction.classes, prediction.probabilities, strict=True))
+        table.add_row(Text(prediction.image), Text(ranked))
+    return table
 
 
 @app.command("runs", cls=PlainFlagsCommand)
