@@ -1,6 +1,7 @@
 """The `mlp` command line: one function per command; the work happens in the library.
 
-torch, torchvision and matplotlib are imported inside the commands, so `mlp --help` answers at once.
+The options are declared in cli_options.py. torch, torchvision and matplotlib are imported inside the
+commands, so `mlp --help` answers at once.
 """
 
 import dataclasses
@@ -8,82 +9,112 @@ import functools
 import json
 import os
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
-from typer.core import TyperCommand, TyperGroup
 
-from mlp_cli.config import (
-    ACTIVATIONS,
-    AUGMENTATIONS,
-    BACKENDS,
-    DATASETS,
-    DEVICE_KINDS,
-    IMPLS,
-    INITS,
-    OPTIMIZERS,
-    PRECISIONS,
-    RESUMABLE_CHANGES,
-    SCHEDULES,
-    SPLITS,
-    Activation,
-    Backend,
-    Config,
-    Dataset,
-    Impl,
-    Init,
-    Optimizer,
-    Precision,
-    Schedule,
-    Split,
-    expected_name,
-    load_config,
+from mlp_cli.cli_options import (
+    DEFAULTS,
+    ActivationOption,
+    AugmentOption,
+    BackendOption,
+    BatchSizeOption,
+    BoardPortOption,
+    ConfigOption,
+    DataDirOption,
+    DataInfoJsonOption,
+    DataPreviewCountOption,
+    DataPreviewOutOption,
+    DataPreviewSplitOption,
+    DatasetOption,
+    DeviceOption,
+    DistTimeoutOption,
+    DropoutOption,
+    EpochsOption,
+    EvalCheckpointArgument,
+    EvalConfusionOption,
+    EvalDeviceOption,
+    EvalErrorsOption,
+    EvalJsonOption,
+    EvalSplitOption,
+    ExportCheckpointArgument,
+    ExportOutOption,
+    ExportProbabilitiesOption,
+    FolderOfRunsArgument,
+    HiddenOption,
+    ImplOption,
+    InitOption,
+    LabelSmoothingOption,
+    LrOption,
+    MomentumOption,
+    NprocPerNodeOption,
+    OptimizerOption,
+    OutOption,
+    OverwriteOption,
+    PlainFlagsCommand,
+    PlainFlagsGroup,
+    PlotActivationGradOption,
+    PlotActivationListOption,
+    PlotActivationNamesArgument,
+    PlotActivationOutOption,
+    PlotActivationRangeOption,
+    PlotCurvesOutOption,
+    PlotCurvesRunDirsArgument,
+    PrecisionOption,
+    PredictCheckpointArgument,
+    PredictImagesArgument,
+    PredictInvertOption,
+    PredictJsonOption,
+    PredictSaveInputOption,
+    PredictTopKOption,
+    QuietOption,
+    ReportEveryOption,
+    ResumeOption,
+    RunsJsonOption,
+    ScheduleOption,
+    SeedOption,
+    SigmaOption,
+    StorageOption,
+    SweepConfigOption,
+    SweepHeartbeatOption,
+    SweepJsonOption,
+    SweepNameArgument,
+    SweepNameOption,
+    SweepParamOption,
+    SweepPruneOption,
+    SweepQuietOption,
+    SweepSearchOption,
+    SweepSeedOption,
+    SweepThreadsOption,
+    SweepTrialsOption,
+    SweepValSizeOption,
+    SweepWorkersOption,
+    TbHistogramsOption,
+    TensorboardOption,
+    ThreadsOption,
+    TrainDataDirOption,
+    TrainDatasetOption,
+    TrainMetricsOption,
+    ValSizeOption,
+    VersionOption,
+    WarmupEpochsOption,
+    WeightDecayOption,
 )
+from mlp_cli.config import ACTIVATIONS, Config, load_config
 from mlp_cli.errors import MlpError
+from mlp_cli.sweep import HEARTBEAT_SECONDS
 
-DEFAULTS = Config()
+if TYPE_CHECKING:
+    from mlp_cli.events import FitResult
+
 X_START, X_STOP, X_STEP = -8.0, 8.0, 0.1  # D2L 5.1.2: x = -8.0, -7.9, ..., 7.9
-
-
-def with_plain_types(params: list[Any]) -> list[Any]:
-    """The params, set to show a plain metavar in --help: none for an on/off flag (--help too) and the metavar
-    for an argument, where typer 0.29 shows `<bool>`, `<path>` or `<list[Path]>`."""
-    for param in params:
-        if getattr(param, "is_flag", False) and param.metavar is None:
-            param.metavar = ""
-        if param.param_type_name == "argument":
-            param.display_type_rich = lambda ctx: None  # the name column shows the metavar already
-    return params
-
-
-class PlainFlagsCommand(TyperCommand):
-    """A command whose --help shows plain metavars (with_plain_types), and a usage line without braces."""
-
-    def get_params(self, ctx: Any) -> list[Any]:
-        return with_plain_types(super().get_params(ctx))
-
-    def collect_usage_pieces(self, ctx: Any) -> list[str]:
-        """[OPTIONS] and each argument's metavar, in brackets when optional (typer 0.29 writes `{name}`)."""
-        pieces = [self.options_metavar] if self.options_metavar else []
-        for param in self.get_params(ctx):
-            if param.param_type_name == "argument":
-                name = param.metavar or param.name.upper()
-                pieces.append(name if param.required else f"[{name}]")
-        return pieces
-
-
-class PlainFlagsGroup(TyperGroup):
-    """A group (mlp, mlp data) whose --help shows no `<bool>` beside its flags."""
-
-    def get_params(self, ctx: Any) -> list[Any]:
-        return with_plain_types(super().get_params(ctx))
-
+SETTINGS = tuple(field.name for field in dataclasses.fields(Config))  # what `mlp train` passes to load_config
 
 app = typer.Typer(
     name="mlp",
@@ -96,19 +127,8 @@ stdout = Console(highlight=False)
 stderr = Console(stderr=True, highlight=False)
 
 
-def show_version(is_requested: bool) -> None:
-    if is_requested:
-        from mlp_cli import __version__
-
-        print(f"mlp {__version__}")
-        raise typer.Exit()
-
-
 @app.callback()
-def main_options(
-    version: Annotated[bool, typer.Option("--version", callback=show_version, is_eager=True,
-                                          help="Print the version and exit.")] = False,
-) -> None:
+def main_options(version: VersionOption = False) -> None:
     """Train, evaluate and explain multilayer perceptrons (Dive into Deep Learning, chapter 5).
 
     Exit codes: 0 ok, 1 failure (one line on stderr), 2 usage error, 130/143 interrupted (run saved).
@@ -146,184 +166,44 @@ def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def default(name: str) -> str:
-    """A Config default as --help shows it, computed so that it never goes stale."""
-    value = getattr(DEFAULTS, name)
-    if isinstance(value, bool):
-        return f"--{'' if value else 'no-'}{name.replace('_', '-')}"
-    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
-
-
-def with_default(text: str, setting: str) -> str:
-    """Help text ending in the setting's Config default, as typer shows a default (the option's own default is
-    None, "not given", so that a config file can set it)."""
-    return shown_default(text, default(setting))
-
-
-def shown_default(text: str, shown: str) -> str:
-    """Help text ending in `[default: shown]`, dim like typer's own (typer's show_default=TEXT adds parentheses)."""
-    return rf"{text} [dim]\[default: {shown}][/dim]"  # \[ is a literal [
-
-
-def parse_choice(names: Sequence[str]) -> Callable[[str], str]:
-    """A parser that accepts one of names; anything else is a usage error (exit 2) naming them all and the
-    nearest one, the message a config file gets for the same mistake."""
-
-    def parse(value: str) -> str:
-        problem = expected_name(value, names)
-        if problem:
-            raise typer.BadParameter(f"{value!r} is not allowed, expected {problem}")
-        return value
-
-    return parse
-
-
-def choice_option(names: Sequence[str], text: str, setting: str | None = None, *, panel: str | None = None) -> Any:
-    """The typer.Option of a name from a fixed list: its type is the list's Literal (shell completion completes
-    it), --help lists the names, and a typo gets a did-you-mean."""
-    text = f"{text} Choices: {', '.join(names)}."
-    return typer.Option(metavar="NAME", help=with_default(text, setting) if setting else text,
-                        parser=parse_choice(names), rich_help_panel=panel)
-
-
-def complete_names(names: Sequence[str], separator: str = ",") -> Callable[[str], list[str]]:
-    """Shell completion of one name, or of the last of a comma-separated list without repeating one."""
-
-    def complete(incomplete: str) -> list[str]:
-        done, _, last = incomplete.rpartition(separator) if separator else ("", "", incomplete)
-        given = done.split(separator) if done else []
-        return [separator.join([*given, name]) for name in names if name.startswith(last) and name not in given]
-
-    return complete
-
-
-def complete_devices(incomplete: str) -> list[str]:
-    """Shell completion of --device: its kinds (cuda:N is typed by hand)."""
-    return [kind for kind in DEVICE_KINDS if kind.startswith(incomplete)]
-
-
-def data_dir_option(panel: str | None = None) -> Any:
-    """The --data-dir option, the same in every command that reads the data set."""
-    return typer.Option(
-        "--data-dir", envvar="MLP_DATA_DIR", metavar="PATH", rich_help_panel=panel,
-        help="Folder with the four IDX files (.gz or raw). Default: the cache, then system folders such as "
-             "/usr/share/datasets/fashion-mnist, then a torchvision download.")
-
-
-DataDirOption = Annotated[Path | None, data_dir_option()]
-DEVICE_HELP = "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps"
-RESUMABLE_FLAGS = ", ".join(f"--{name.replace('_', '-')}" for name in RESUMABLE_CHANGES)
-# the panels of `mlp train --help`
-MODEL, DATA, OPTIMISATION, EVALUATION, RUN, PARALLEL = (
-    "Model", "Data", "Optimisation", "Evaluation", "Run", "Parallel (DDP)")
-
-
 @app.command("train", cls=PlainFlagsCommand)
 @reports_errors
 def train_command(
-    impl: Annotated[Impl | None, choice_option(
-        IMPLS, "The model's code (scratch: the book's equations, by hand; concise: nn.Sequential).", "impl",
-        panel=MODEL)] = None,
-    dataset: Annotated[Dataset | None, choice_option(DATASETS, "Data set.", "dataset", panel=DATA)] = None,
-    hidden: Annotated[str | None, typer.Option(
-        metavar="SIZES", help=with_default("Hidden layer sizes, e.g. 256 or 256,128.", "hidden"),
-        rich_help_panel=MODEL)] = None,
-    activation: Annotated[Activation | None, choice_option(
-        ACTIVATIONS, "Hidden-layer nonlinearity.", "activation", panel=MODEL)] = None,
-    sigma: Annotated[float | None, typer.Option(
-        metavar="FLOAT", help=with_default("Std of the initial weights (scratch, or --init normal).", "sigma"),
-        rich_help_panel=MODEL)] = None,
-    init: Annotated[Init | None, choice_option(
-        INITS, "Weight init (book: each model as in D2L; normal: N(0, sigma^2)).", "init", panel=MODEL)] = None,
-    optimizer: Annotated[Optimizer | None, choice_option(
-        OPTIMIZERS, "Optimizer.", "optimizer", panel=OPTIMISATION)] = None,
-    lr: Annotated[float | None, typer.Option(
-        metavar="FLOAT", help=with_default("Learning rate.", "lr"), rich_help_panel=OPTIMISATION)] = None,
-    momentum: Annotated[float | None, typer.Option(
-        metavar="FLOAT", help=with_default("Momentum of --optimizer momentum.", "momentum"),
-        rich_help_panel=OPTIMISATION)] = None,
-    weight_decay: Annotated[float | None, typer.Option(
-        metavar="FLOAT", help=with_default("L2 penalty (decoupled for adamw).", "weight_decay"),
-        rich_help_panel=OPTIMISATION)] = None,
-    schedule: Annotated[Schedule | None, choice_option(
-        SCHEDULES, "Learning rate per epoch (step: x0.1 at 50% and 75%; cosine: down to 0).", "schedule",
-        panel=OPTIMISATION)] = None,
-    warmup_epochs: Annotated[int | None, typer.Option(
-        metavar="INTEGER", help=with_default("Epochs of linear learning-rate warm-up.", "warmup_epochs"),
-        rich_help_panel=OPTIMISATION)] = None,
-    label_smoothing: Annotated[float | None, typer.Option(
-        metavar="FLOAT", help=with_default("Label smoothing of the training loss.", "label_smoothing"),
-        rich_help_panel=OPTIMISATION)] = None,
-    augment: Annotated[str | None, typer.Option(
-        metavar="NAMES", help=f"Training augmentations, comma-separated: {', '.join(AUGMENTATIONS)} "
-                              "(shift: by up to 2 pixels; flip: left-right).",
-        autocompletion=complete_names(AUGMENTATIONS), rich_help_panel=DATA)] = None,
-    dropout: Annotated[float | None, typer.Option(
-        metavar="FLOAT", help=with_default("Drop each hidden unit with this probability while training.", "dropout"),
-        rich_help_panel=MODEL)] = None,
-    batch_size: Annotated[int | None, typer.Option(
-        metavar="INTEGER", help=with_default("Minibatch size; under torchrun, the total over all processes.",
-                                             "batch_size"), rich_help_panel=OPTIMISATION)] = None,
-    epochs: Annotated[int | None, typer.Option(
-        metavar="INTEGER", help=with_default("Passes over the training set.", "epochs"),
-        rich_help_panel=OPTIMISATION)] = None,
-    seed: Annotated[int | None, typer.Option(
-        metavar="INTEGER", help=with_default("Seed for the initial weights and the data order.", "seed"),
-        rich_help_panel=RUN)] = None,
-    device: Annotated[str | None, typer.Option(
-        metavar="DEVICE", help=with_default(f"{DEVICE_HELP}.", "device"), autocompletion=complete_devices,
-        rich_help_panel=RUN)] = None,
-    val_size: Annotated[int | None, typer.Option(
-        metavar="INTEGER", help=with_default("Hold out N training images to choose best.pt (the test split: "
-                                             "once, at the end).", "val_size"),
-        rich_help_panel=EVALUATION)] = None,
-    report_every: Annotated[int | None, typer.Option(
-        metavar="INTEGER", help=with_default("Evaluate the test split every N epochs (and after the last).",
-                                             "report_every"), rich_help_panel=EVALUATION)] = None,
-    train_metrics: Annotated[bool | None, typer.Option(
-        "--train-metrics/--no-train-metrics", help=with_default(
-            "Also evaluate the whole train split when reporting.", "train_metrics"),
-        show_default=False, rich_help_panel=EVALUATION)] = None,
-    threads: Annotated[int | None, typer.Option(
-        metavar="INTEGER", help=with_default("CPU threads for torch; 0 uses every core.", "threads"),
-        rich_help_panel=RUN)] = None,
-    precision: Annotated[Precision | None, choice_option(
-        PRECISIONS, "Precision of the forward pass (bf16: autocast, faster on some hardware, less exact).",
-        "precision", panel=RUN)] = None,
-    nproc_per_node: Annotated[int | None, typer.Option(
-        metavar="INTEGER",
-        help="Train with N processes on this machine (DDP), started by torch.distributed.run as "
-             "`torchrun --standalone --nproc-per-node N -m mlp_cli train ...` would; --batch-size stays the "
-             r"total of one step. \[default: 1, no DDP]", rich_help_panel=PARALLEL)] = None,
-    backend: Annotated[Backend | None, choice_option(
-        BACKENDS, "Under torchrun, torch.distributed's backend (auto: nccl on CUDA, else gloo).", "backend",
-        panel=PARALLEL)] = None,
-    dist_timeout: Annotated[float | None, typer.Option(
-        metavar="SECONDS", help=with_default(
-            "Under torchrun: seconds a process waits for the others before the job fails.", "dist_timeout"),
-        rich_help_panel=PARALLEL)] = None,
-    tensorboard: Annotated[bool | None, typer.Option(
-        "--tensorboard/--no-tensorboard",
-        help=with_default("Write TensorBoard event files into RUN/tb.", "tensorboard"),
-        rich_help_panel=EVALUATION)] = None,
-    tb_histograms: Annotated[int | None, typer.Option(
-        metavar="INTEGER", help=with_default(
-            "Weight and gradient histograms every N epochs (0: none).", "tb_histograms"),
-        rich_help_panel=EVALUATION)] = None,
-    data_dir: Annotated[Path | None, data_dir_option(panel=DATA)] = None,
-    config: Annotated[Path | None, typer.Option(
-        "--config", metavar="PATH", help="TOML file of settings (see configs/); flags given here override it.",
-        rich_help_panel=RUN)] = None,
-    out: Annotated[Path | None, typer.Option(
-        metavar="PATH", help=r"Run folder to create (must be new or empty). \[default: runs/DATE-TIME-IMPL]",
-        rich_help_panel=RUN)] = None,
-    overwrite: Annotated[bool, typer.Option(
-        "--overwrite", help="Allow --out to name a folder that holds a run: replace it.", rich_help_panel=RUN)] = False,
-    quiet: Annotated[bool, typer.Option(
-        "--quiet", "-q", help="No progress display; only the result.", rich_help_panel=RUN)] = False,
-    resume: Annotated[Path | None, typer.Option(
-        metavar="PATH", help="Continue a run (runs/NAME or its last.pt) exactly where it stopped; only "
-                             f"{RESUMABLE_FLAGS} may change.", rich_help_panel=RUN)] = None,
+    impl: ImplOption = None,
+    dataset: TrainDatasetOption = None,
+    hidden: HiddenOption = None,
+    activation: ActivationOption = None,
+    sigma: SigmaOption = None,
+    init: InitOption = None,
+    optimizer: OptimizerOption = None,
+    lr: LrOption = None,
+    momentum: MomentumOption = None,
+    weight_decay: WeightDecayOption = None,
+    schedule: ScheduleOption = None,
+    warmup_epochs: WarmupEpochsOption = None,
+    label_smoothing: LabelSmoothingOption = None,
+    augment: AugmentOption = None,
+    dropout: DropoutOption = None,
+    batch_size: BatchSizeOption = None,
+    epochs: EpochsOption = None,
+    seed: SeedOption = None,
+    device: DeviceOption = None,
+    val_size: ValSizeOption = None,
+    report_every: ReportEveryOption = None,
+    train_metrics: TrainMetricsOption = None,
+    threads: ThreadsOption = None,
+    precision: PrecisionOption = None,
+    nproc_per_node: NprocPerNodeOption = None,
+    backend: BackendOption = None,
+    dist_timeout: DistTimeoutOption = None,
+    tensorboard: TensorboardOption = None,
+    tb_histograms: TbHistogramsOption = None,
+    data_dir: TrainDataDirOption = None,
+    config: ConfigOption = None,
+    out: OutOption = None,
+    overwrite: OverwriteOption = False,
+    quiet: QuietOption = False,
+    resume: ResumeOption = None,
 ) -> None:
     """Train an MLP and save metrics and checkpoints (last.pt, best.pt) in a new run folder.
 
@@ -331,16 +211,7 @@ def train_command(
 
     Example: mlp train --impl concise --epochs 5 --out runs/concise5
     """
-    flags = {
-        "impl": impl, "dataset": dataset, "hidden": hidden, "activation": activation, "sigma": sigma, "init": init,
-        "optimizer": optimizer, "lr": lr, "momentum": momentum, "weight_decay": weight_decay, "dropout": dropout,
-        "schedule": schedule, "warmup_epochs": warmup_epochs, "label_smoothing": label_smoothing,
-        "augment": augment, "batch_size": batch_size, "epochs": epochs, "seed": seed, "val_size": val_size,
-        "report_every": report_every, "train_metrics": train_metrics,
-        "device": device, "threads": threads, "precision": precision, "backend": backend,
-        "dist_timeout": dist_timeout, "data_dir": str(data_dir) if data_dir else None,
-        "tensorboard": tensorboard, "tb_histograms": tb_histograms,
-    }
+    flags = settings_given(locals())  # first, while locals() holds the arguments only
     if is_torchrun_worker():
         from mlp_cli.launch import exit_with_launcher
 
@@ -349,56 +220,48 @@ def train_command(
         raise MlpError("--resume continues a run in its own folder with its own settings: "
                        "leave out --config and --out")
     settings = load_config(config, flags) if resume is None else None
-    if resume is not None and resume.is_dir():
+    if resume is not None:
         from mlp_cli.runs import LAST_CHECKPOINT
 
-        resume = resume / LAST_CHECKPOINT
-        if resume.exists():  # else the one line is the error that names the missing file
-            stderr.print(f"resuming {resume}", markup=False, soft_wrap=True)
+        resume = checkpoint_in(resume, LAST_CHECKPOINT, "resuming")
     if nproc_per_node is not None:
-        from mlp_cli.data import locate_dataset
-        from mlp_cli.launch import check_can_launch, launch_training
-        from mlp_cli.training import load_resumable
-
-        check_can_launch(nproc_per_node)
-        # checked (and downloaded) here once, rather than by every process: one message, one download
-        job = settings if resume is None else load_resumable(resume, flags)[1]
-        locate_dataset(job.dataset, Path(job.data_dir) if job.data_dir else None)
         options = {"config": config, "out": out, "resume": resume, "overwrite": overwrite or None,
                    "quiet": quiet or None}
-        raise typer.Exit(launch_training(nproc_per_node, as_arguments({**flags, **options})))
-    from mlp_cli.curves import CurvesReporter
-    from mlp_cli.events import NULL_REPORTER, ReporterGroup
-    from mlp_cli.reporting import RichReporter
-    from mlp_cli.runs import METRICS_FILE
-    from mlp_cli.signals import STOP_SIGNALS, stop_on_signals
-    from mlp_cli.tensorboard import TensorBoardReporter
-    from mlp_cli.training import resume_run, train
+        raise typer.Exit(launch_job(nproc_per_node, settings, resume, flags, options))
+    result = run_training(settings, resume, flags, out, overwrite, quiet)
+    if torchrun_rank() == 0:  # under torchrun only rank 0 shows progress and the result
+        print_training_result(result)
 
-    is_main = torchrun_rank() == 0  # under torchrun only rank 0 shows progress and the result
-    progress_console = Console(stderr=True, highlight=False, quiet=quiet or not is_main)
-    try:
-        with (stop_on_signals() as stop, RichReporter(progress_console) as terminal, CurvesReporter() as curves,
-              TensorBoardReporter() as board):
-            reporter = ReporterGroup(terminal, curves, board) if is_main else NULL_REPORTER
-            if resume is None:
-                result = train(settings, out, reporter, stop, overwrite)
-            else:
-                result = resume_run(resume, flags, reporter, stop)
-    finally:
-        if is_torchrun_worker():
-            # torchrun sends SIGTERM to every process once one has exited: let this one say its last words
-            for number in STOP_SIGNALS:
-                signal.signal(number, signal.SIG_IGN)
-    if not is_main:
-        return
-    best, split = result.history[result.best_epoch - 1], result.selected_by
-    summary = f"best {split} accuracy {getattr(best, f'{split}_accuracy'):.4f} at epoch {best.epoch}"
-    if split == "val":
-        summary += f" (final test accuracy {result.history[-1].test_accuracy:.4f})"
-    stdout.print(f"{summary}: {result.best_checkpoint}", markup=False, soft_wrap=True)
-    stdout.print(f"metrics: {result.run_dir / METRICS_FILE}; evaluate with: mlp eval {result.best_checkpoint}",
-                 markup=False, soft_wrap=True)
+
+def settings_given(arguments: dict[str, Any]) -> dict[str, Any]:
+    """The training settings among a command's arguments (None = not given), for load_config: one per Config
+    field, so that a setting cannot be left out here (a KeyError, and a test, catch a field without a flag)."""
+    values = {name: arguments[name] for name in SETTINGS}
+    return {name: str(value) if isinstance(value, Path) else value for name, value in values.items()}
+
+
+def checkpoint_in(path: Path, name: str, doing: str) -> Path:
+    """The checkpoint that path names: path itself, or in a run folder its checkpoint `name` (said on stderr)."""
+    if not path.is_dir():
+        return path
+    checkpoint = path / name
+    if checkpoint.exists():  # else the one line is the error that names the missing file
+        stderr.print(f"{doing} {checkpoint}", markup=False, soft_wrap=True)
+    return checkpoint
+
+
+def launch_job(processes: int, settings: Config | None, resume: Path | None, flags: dict[str, Any],
+               options: dict[str, Any]) -> int:
+    """Start `mlp train` with the same flags and options in `processes` processes (DDP); the job's exit code."""
+    from mlp_cli.data import locate_dataset
+    from mlp_cli.launch import check_can_launch, launch_training
+    from mlp_cli.training import load_resumable
+
+    check_can_launch(processes)
+    # checked (and downloaded) here once, rather than by every process: one message, one download
+    job = settings if resume is None else load_resumable(resume, flags)[1]
+    locate_dataset(job.dataset, Path(job.data_dir) if job.data_dir else None)
+    return launch_training(processes, as_arguments({**flags, **options}))
 
 
 def as_arguments(options: dict[str, Any]) -> list[str]:
@@ -413,21 +276,57 @@ def as_arguments(options: dict[str, Any]) -> list[str]:
     return arguments
 
 
+def run_training(settings: Config | None, resume: Path | None, flags: dict[str, Any], out: Path | None,
+                 overwrite: bool, quiet: bool) -> "FitResult":
+    """Train a new run with settings, or resume one; rank 0 draws progress, curves and TensorBoard files."""
+    from mlp_cli.curves import CurvesReporter
+    from mlp_cli.events import NULL_REPORTER, ReporterGroup
+    from mlp_cli.reporting import RichReporter
+    from mlp_cli.signals import STOP_SIGNALS, stop_on_signals
+    from mlp_cli.tensorboard import TensorBoardReporter
+    from mlp_cli.training import resume_run, train
+
+    is_main = torchrun_rank() == 0
+    progress_console = Console(stderr=True, highlight=False, quiet=quiet or not is_main)
+    try:
+        with (stop_on_signals() as stop, RichReporter(progress_console) as terminal, CurvesReporter() as curves,
+              TensorBoardReporter() as board):
+            reporter = ReporterGroup(terminal, curves, board) if is_main else NULL_REPORTER
+            if resume is None:
+                result = train(settings, out, reporter, stop, overwrite)
+            else:
+                result = resume_run(resume, flags, reporter, stop)
+    finally:
+        if is_torchrun_worker():
+            # torchrun sends SIGTERM to every process once one has exited: let this one say its last words
+            for number in STOP_SIGNALS:
+                signal.signal(number, signal.SIG_IGN)
+    return result
+
+
+def print_training_result(result: "FitResult") -> None:
+    """The best epoch's accuracy and checkpoint, and where the metrics are, on stdout."""
+    from mlp_cli.runs import METRICS_FILE
+
+    best, split = result.history[result.best_epoch - 1], result.selected_by
+    summary = f"best {split} accuracy {getattr(best, f'{split}_accuracy'):.4f} at epoch {best.epoch}"
+    if split == "val":
+        summary += f" (final test accuracy {result.history[-1].test_accuracy:.4f})"
+    stdout.print(f"{summary}: {result.best_checkpoint}", markup=False, soft_wrap=True)
+    stdout.print(f"metrics: {result.run_dir / METRICS_FILE}; evaluate with: mlp eval {result.best_checkpoint}",
+                 markup=False, soft_wrap=True)
+
+
 @app.command("eval", cls=PlainFlagsCommand)
 @reports_errors
 def eval_command(
-    checkpoint: Annotated[Path, typer.Argument(
-        metavar="CHECKPOINT", help="A checkpoint from a run folder, e.g. runs/NAME/best.pt; a run folder means its "
-                                   "best.pt.")],
-    split: Annotated[Split, choice_option(SPLITS, "Which split to evaluate.")] = "test",
+    checkpoint: EvalCheckpointArgument,
+    split: EvalSplitOption = "test",
     data_dir: DataDirOption = None,
-    device: Annotated[str, typer.Option(
-        metavar="DEVICE", help=f"{DEVICE_HELP}.", autocompletion=complete_devices)] = "auto",
-    confusion: Annotated[Path | None, typer.Option(
-        metavar="PATH", help="Also write the confusion matrix as a PNG heatmap.")] = None,
-    errors: Annotated[Path | None, typer.Option(
-        metavar="PATH", help="Also write a grid of misclassified images (true -> predicted) as a PNG.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the whole report as JSON on stdout.")] = False,
+    device: EvalDeviceOption = "auto",
+    confusion: EvalConfusionOption = None,
+    errors: EvalErrorsOption = None,
+    as_json: EvalJsonOption = False,
 ) -> None:
     """Rebuild a model from its checkpoint alone; report loss, accuracy, per-class accuracy and confusions.
 
@@ -435,13 +334,9 @@ def eval_command(
     """
     from mlp_cli.evaluation import evaluate_checkpoint
     from mlp_cli.plots import check_image_path
+    from mlp_cli.runs import BEST_CHECKPOINT
 
-    if checkpoint.is_dir():
-        from mlp_cli.runs import BEST_CHECKPOINT
-
-        checkpoint = checkpoint / BEST_CHECKPOINT
-        if checkpoint.exists():  # else the one line is the error that names the missing file
-            stderr.print(f"evaluating {checkpoint}", markup=False, soft_wrap=True)
+    checkpoint = checkpoint_in(checkpoint, BEST_CHECKPOINT, "evaluating")
     for option, path in (("--confusion", confusion), ("--errors", errors)):
         if path is not None:
             check_image_path(path, option)  # before the evaluation, not after it
@@ -464,17 +359,11 @@ def eval_command(
 @app.command("plot-activation", cls=PlainFlagsCommand)
 @reports_errors
 def plot_activation_command(
-    # list[Literal] is refused by typer 0.29: the names are checked by the parser and completed by the completer
-    names: Annotated[list[str] | None, typer.Argument(
-        metavar="NAME...", parser=parse_choice(ACTIVATIONS), autocompletion=complete_names(ACTIVATIONS, ""),
-        show_default=False,
-        help=f"One or more activations, drawn together. Choices: {', '.join(ACTIVATIONS)}.")] = None,
-    out: Annotated[Path | None, typer.Option(
-        metavar="PATH", help="Write a PNG (or SVG, PDF) here instead of drawing in the terminal.")] = None,
-    grad: Annotated[bool, typer.Option("--grad/--no-grad", help="Also plot the gradient, by autograd.")] = True,
-    x_range: Annotated[tuple[float, float], typer.Option(
-        "--range", metavar="START STOP", help="The x range, e.g. --range -4 4.")] = (X_START, X_STOP),
-    list_names: Annotated[bool, typer.Option("--list", help="List the activations and exit.")] = False,
+    names: PlotActivationNamesArgument = None,
+    out: PlotActivationOutOption = None,
+    grad: PlotActivationGradOption = True,
+    x_range: PlotActivationRangeOption = (X_START, X_STOP),
+    list_names: PlotActivationListOption = False,
 ) -> None:
     """Plot activation functions and their gradients on x = -8.0, -7.9, ..., 7.9 (D2L 5.1.2).
 
@@ -511,18 +400,12 @@ def plot_activation_command(
 @app.command("predict", cls=PlainFlagsCommand)
 @reports_errors
 def predict_command(
-    checkpoint: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help=(
-        "A checkpoint, e.g. runs/NAME/best.pt, or a model.onnx from mlp export (runs without torch)."))],
-    images: Annotated[list[Path], typer.Argument(metavar="IMAGE...", help=(
-        "Image files (PNG, JPEG, BMP, GIF, WebP), or folders: every image in them, by name."))],
-    top_k: Annotated[int, typer.Option("--top-k", metavar="INTEGER", help="How many classes to show per image.")] = 3,
-    invert: Annotated[bool, typer.Option(
-        help="Invert gray levels: for a dark object on a light background (Fashion-MNIST and MNIST show "
-             "a light object on a dark background).")] = False,
-    save_input: Annotated[Path | None, typer.Option(
-        "--save-input", metavar="DIR",
-        help="Write each image as the model saw it (28x28 gray PNG) into this folder.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the predictions as JSON on stdout.")] = False,
+    checkpoint: PredictCheckpointArgument,
+    images: PredictImagesArgument,
+    top_k: PredictTopKOption = 3,
+    invert: PredictInvertOption = False,
+    save_input: PredictSaveInputOption = None,
+    as_json: PredictJsonOption = False,
 ) -> None:
     """Classify images with a trained model; each is made 28x28 grayscale, as the data set's images are.
 
@@ -549,24 +432,26 @@ def predict_command(
     if as_json:
         print(json.dumps([dataclasses.asdict(prediction) for prediction in predictions]))
     else:
-        table = Table(title=Text(f"predictions of {checkpoint}"), title_justify="left")
-        table.add_column("image")
-        table.add_column(f"top {top_k}")
-        for prediction in (prediction for prediction in predictions if not prediction.error):
-            ranked = ", ".join(f"{name} {probability:.1%}"
-                               for name, probability in zip(prediction.classes, prediction.probabilities, strict=True))
-            table.add_row(Text(prediction.image), Text(ranked))
-        stdout.print(table)
+        stdout.print(predictions_table(predictions, f"predictions of {checkpoint}", top_k))
     if any(prediction.error for prediction in predictions):
         raise typer.Exit(1)
 
 
+def predictions_table(predictions: list[Any], title: str, top_k: int) -> Table:
+    """The top classes of each image that could be classified, with their probabilities."""
+    table = Table(title=Text(title), title_justify="left")
+    table.add_column("image")
+    table.add_column(f"top {top_k}")
+    for prediction in (prediction for prediction in predictions if not prediction.error):
+        ranked = ", ".join(f"{name} {probability:.1%}"
+                           for name, probability in zip(prediction.classes, prediction.probabilities, strict=True))
+        table.add_row(Text(prediction.image), Text(ranked))
+    return table
+
+
 @app.command("runs", cls=PlainFlagsCommand)
 @reports_errors
-def runs_command(
-    folder: Annotated[Path, typer.Argument(metavar="FOLDER", help="The folder that holds run folders.")] = Path("runs"),
-    as_json: Annotated[bool, typer.Option("--json", help="Print the list as JSON on stdout.")] = False,
-) -> None:
+def runs_command(folder: FolderOfRunsArgument = Path("runs"), as_json: RunsJsonOption = False) -> None:
     """List run folders, newest first: epochs done, best test accuracy, and the settings that differ between them.
 
     Into a pipe or file the list is plain tab-separated lines, one per run. A damaged run folder is listed with
@@ -588,12 +473,7 @@ def runs_command(
 
 @app.command("plot-curves", cls=PlainFlagsCommand)
 @reports_errors
-def plot_curves_command(
-    run_dirs: Annotated[list[Path], typer.Argument(
-        metavar="RUN_DIR...", help="Run folders (runs/NAME), or folders of runs (runs/) to plot every run in them.")],
-    out: Annotated[Path, typer.Option(metavar="PATH", help="Image file to write (.png, .svg, .pdf, ...).")] = Path(
-        "curves.png"),
-) -> None:
+def plot_curves_command(run_dirs: PlotCurvesRunDirsArgument, out: PlotCurvesOutOption = Path("curves.png")) -> None:
     """Overlay the learning curves of several runs (train/test loss and accuracy per epoch) in one figure.
 
     A run folder whose metrics cannot be read is skipped with a warning on stderr.
@@ -628,7 +508,6 @@ def plot_curves_command(
 data_app = typer.Typer(help="Look at the data set: where it was found, its classes, sample images.",
                        cls=PlainFlagsGroup, no_args_is_help=True)
 app.add_typer(data_app, name="data")
-DatasetOption = Annotated[Dataset, choice_option(DATASETS, "Data set.")]
 
 
 @data_app.command("info", cls=PlainFlagsCommand)
@@ -636,7 +515,7 @@ DatasetOption = Annotated[Dataset, choice_option(DATASETS, "Data set.")]
 def data_info_command(
     dataset: DatasetOption = DEFAULTS.dataset,
     data_dir: DataDirOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the description as JSON on stdout.")] = False,
+    as_json: DataInfoJsonOption = False,
 ) -> None:
     """Say where the data set was found, and each split's size, image shape and images per class.
 
@@ -664,10 +543,10 @@ def data_info_command(
 @data_app.command("preview", cls=PlainFlagsCommand)
 @reports_errors
 def data_preview_command(
-    out: Annotated[Path, typer.Option(metavar="PATH", help="Image file to write.")] = Path("preview.png"),
+    out: DataPreviewOutOption = Path("preview.png"),
     dataset: DatasetOption = DEFAULTS.dataset,
-    split: Annotated[Split, choice_option(SPLITS, "Which split.")] = "train",
-    count: Annotated[int, typer.Option(metavar="INTEGER", help="How many images, from the start of the split.")] = 24,
+    split: DataPreviewSplitOption = "train",
+    count: DataPreviewCountOption = 24,
     data_dir: DataDirOption = None,
 ) -> None:
     """Write a labelled grid of the first images of a split (D2L's show_images).
@@ -685,51 +564,31 @@ def data_preview_command(
     plot_image_grid(images[:count], [data.class_names[label] for label in labels[:count].tolist()], out)
     stdout.print(f"wrote {out}", markup=False, soft_wrap=True)
 
-# here rather than at the top, to keep the sweep commands in one block (mlp_cli.sweep imports no torch or optuna)
-from mlp_cli import sweep as sweep_defaults  # noqa: E402
 
 sweep_app = typer.Typer(help="Compare many settings: a grid or an Optuna search, each trial a run folder.",
                         cls=PlainFlagsGroup, no_args_is_help=True)
 app.add_typer(sweep_app, name="sweep")
-StorageOption = Annotated[str | None, typer.Option(metavar="URL", help=shown_default(
-    "Optuna storage URL: sqlite:///FILE, postgresql://USER@HOST/DB (workers on several machines) or journal:FILE.",
-    "sqlite:///sweeps/NAME/study.db"))]
 
 
 @sweep_app.callback(invoke_without_command=True)
 @reports_errors
 def sweep_command(
     ctx: typer.Context,
-    param: Annotated[list[str] | None, typer.Option(
-        "--param", "-p", metavar="NAME=VALUES",
-        help="A swept setting, repeatable: NAME=V1,V2,... (hidden=64,512x256; augment=none,shift) or, with "
-             "--search, a range NAME=LOW:HIGH or NAME=log:LOW:HIGH.")] = None,
-    config: Annotated[Path | None, typer.Option(
-        "--config", metavar="PATH", help="TOML file of the base settings every trial starts from.")] = None,
-    name: Annotated[str | None, typer.Option(metavar="NAME", help=shown_default(
-        "The sweep's name: sweeps/NAME/ and the study.", "the param names, e.g. hidden-lr"))] = None,
-    search: Annotated[sweep_defaults.Search, choice_option(
-        sweep_defaults.SEARCHES, "grid: every combination; tpe or random: Optuna's samplers.")] = "grid",
-    trials: Annotated[int | None, typer.Option(metavar="INTEGER", help=shown_default(
-        "Trials of a search.", str(sweep_defaults.DEFAULT_SEARCH_TRIALS)))] = None,
-    prune: Annotated[sweep_defaults.Prune, choice_option(
-        sweep_defaults.PRUNERS, "Stop weak trials early on their per-epoch validation accuracy.")] = "none",
-    val_size: Annotated[int | None, typer.Option(metavar="INTEGER", help=shown_default(
-        "Training images held out to choose on; the test split is evaluated for the chosen trial only.",
-        f"the config's, else {sweep_defaults.SWEEP_VAL_SIZE}"))] = None,
-    seed: Annotated[int, typer.Option(
-        metavar="INTEGER", help="Seed of the search's sampler (trial seeds come from the config).")] = 0,
-    workers: Annotated[int, typer.Option(
-        metavar="INTEGER", help="Worker processes on this machine, each with cores/N threads.")] = 1,
+    param: SweepParamOption = None,
+    config: SweepConfigOption = None,
+    name: SweepNameOption = None,
+    search: SweepSearchOption = "grid",
+    trials: SweepTrialsOption = None,
+    prune: SweepPruneOption = "none",
+    val_size: SweepValSizeOption = None,
+    seed: SweepSeedOption = 0,
+    workers: SweepWorkersOption = 1,
     storage: StorageOption = None,
     data_dir: DataDirOption = None,
-    threads: Annotated[int | None, typer.Option(
-        metavar="INTEGER", help=shown_default("CPU threads per worker.", "cores / workers"))] = None,
-    heartbeat: Annotated[int, typer.Option(
-        metavar="SECONDS", help="Seconds between a worker's signs of life in an RDB storage; after two missed, "
-                                "another worker takes its trial over.")] = sweep_defaults.HEARTBEAT_SECONDS,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live table or trial lines.")] = False,
+    threads: SweepThreadsOption = None,
+    heartbeat: SweepHeartbeatOption = HEARTBEAT_SECONDS,
+    as_json: SweepJsonOption = False,
+    quiet: SweepQuietOption = False,
 ) -> None:
     """Train every trial of a sweep (run folders in sweeps/NAME/trials/), choose on validation accuracy,
     test the chosen one. The same command again resumes; other machines join with the same --storage.
@@ -754,9 +613,9 @@ def sweep_command(
 @sweep_app.command("show", cls=PlainFlagsCommand)
 @reports_errors
 def sweep_show_command(
-    name: Annotated[str, typer.Argument(metavar="NAME", help="The sweep's name (sweeps/NAME).")],
+    name: SweepNameArgument,
     storage: StorageOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+    as_json: SweepJsonOption = False,
 ) -> None:
     """Print a sweep's ranked trials and chosen trial again, from its database.
 
@@ -782,13 +641,7 @@ def print_sweep(report: Any, as_json: bool) -> None:
 
 @app.command("board", cls=PlainFlagsCommand)
 @reports_errors
-def board_command(
-    folder: Annotated[Path, typer.Argument(metavar="FOLDER", help="The folder that holds run folders.")] = Path(
-        "runs"),
-    port: Annotated[int | None, typer.Option(
-        metavar="INTEGER", help=r"Port to serve on; 0 takes any free one. \[default: 6006, or the next free port]",
-        show_default=False)] = None,
-) -> None:
+def board_command(folder: FolderOfRunsArgument = Path("runs"), port: BoardPortOption = None) -> None:
     """Start TensorBoard on the runs trained with --tensorboard, on this machine only (127.0.0.1); Ctrl-C stops it.
 
     Example: mlp board runs --port 6007
@@ -805,10 +658,9 @@ def board_command(
 @app.command("export", cls=PlainFlagsCommand)
 @reports_errors
 def export_command(
-    checkpoint: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="A checkpoint, e.g. runs/NAME/best.pt.")],
-    out: Annotated[Path, typer.Option(metavar="PATH", help="The .onnx file to write.")] = Path("model.onnx"),
-    probabilities: Annotated[bool, typer.Option(
-        "--probabilities", help="End the model with a softmax: output class probabilities, not logits.")] = False,
+    checkpoint: ExportCheckpointArgument,
+    out: ExportOutOption = Path("model.onnx"),
+    probabilities: ExportProbabilitiesOption = False,
 ) -> None:
     """Export a trained model to ONNX, for onnxruntime and other runtimes: any batch size, metadata included.
 

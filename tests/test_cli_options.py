@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 import mlp_cli
 from mlp_cli import config as settings
 from mlp_cli.cli import app
-from mlp_cli.config import Config, load_config
+from mlp_cli.config import Config, config_to_dict, load_config
 from mlp_cli.errors import ConfigError, MlpError
 
 runner = CliRunner()
@@ -132,6 +132,43 @@ def test_resume_help_names_exactly_the_settings_a_resume_may_change() -> None:
     from mlp_cli import training
 
     assert training.RESUMABLE_CHANGES is settings.RESUMABLE_CHANGES  # the tuple the resume check reads
+
+
+# every setting away from its default, so that a flag that is dropped on the way shows
+EVERY_SETTING_CHANGED = Config(
+    impl="concise", dataset="mnist", data_dir="data", hidden=(32, 16), activation="tanh", sigma=0.02, init="xavier",
+    optimizer="momentum", lr=0.05, momentum=0.8, weight_decay=0.001, dropout=0.1, schedule="cosine", warmup_epochs=1,
+    label_smoothing=0.1, augment=("shift", "flip"), batch_size=16, epochs=3, seed=7, val_size=20, report_every=2,
+    train_metrics=True, device="cpu", threads=1, precision="bf16", backend="gloo", dist_timeout=60.0,
+    tensorboard=True, tb_histograms=2)
+
+
+def as_flags(config: Config) -> list[str]:
+    """The `mlp train` flags that set every field of config."""
+    flags = []
+    for key, value in config_to_dict(config).items():
+        name = key.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(f"--{name}" if value else f"--no-{name}")
+        else:
+            flags += [f"--{name}", ",".join(map(str, value)) if isinstance(value, list) else str(value)]
+    return flags
+
+
+def test_every_config_setting_is_a_train_flag_that_reaches_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    unchanged = [field.name for field in dataclasses.fields(Config)
+                 if getattr(EVERY_SETTING_CHANGED, field.name) == getattr(Config(), field.name)]
+    assert unchanged == [], "give each new Config field a value other than its default above"
+    received = []
+
+    def record(config: Config, *args: object) -> None:
+        received.append(config)
+        raise MlpError("recorded")
+
+    monkeypatch.setattr("mlp_cli.training.train", record)
+    result = runner.invoke(app, ["train", *as_flags(EVERY_SETTING_CHANGED)])
+    assert result.stderr == "error: recorded\n", result.output  # not "No such option"
+    assert received == [EVERY_SETTING_CHANGED]
 
 
 def test_config_accepts_an_int_or_a_sequence_for_hidden() -> None:
