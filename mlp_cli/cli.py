@@ -20,7 +20,6 @@ from rich.table import Table
 from rich.text import Text
 
 from mlp_cli.cli_options import (
-    DEFAULTS,
     ActivationOption,
     AugmentOption,
     BackendOption,
@@ -106,7 +105,7 @@ from mlp_cli.cli_options import (
     WarmupEpochsOption,
     WeightDecayOption,
 )
-from mlp_cli.config import ACTIVATIONS, Config, load_config
+from mlp_cli.config import ACTIVATIONS, DEFAULT_DATASET, Config, load_config
 from mlp_cli.errors import MlpError
 from mlp_cli.sweep import HEARTBEAT_SECONDS
 
@@ -219,16 +218,17 @@ def train_command(
     if resume is not None and (config is not None or out is not None):
         raise MlpError("--resume continues a run in its own folder with its own settings: "
                        "leave out --config and --out")
-    settings = load_config(config, flags) if resume is None else None
-    if resume is not None:
+    if resume is None:
+        job: Config | Path = load_config(config, flags)
+    else:
         from mlp_cli.runs import LAST_CHECKPOINT
 
-        resume = checkpoint_in(resume, LAST_CHECKPOINT, "resuming")
+        job = resume = checkpoint_in(resume, LAST_CHECKPOINT, "resuming")
     if nproc_per_node is not None:
         options = {"config": config, "out": out, "resume": resume, "overwrite": overwrite or None,
                    "quiet": quiet or None}
-        raise typer.Exit(launch_job(nproc_per_node, settings, resume, flags, options))
-    result = run_training(settings, resume, flags, out, overwrite, quiet)
+        raise typer.Exit(launch_job(nproc_per_node, job, flags, options))
+    result = run_training(job, flags, out, overwrite, quiet)
     if torchrun_rank() == 0:  # under torchrun only rank 0 shows progress and the result
         print_training_result(result)
 
@@ -250,17 +250,19 @@ def checkpoint_in(path: Path, name: str, doing: str) -> Path:
     return checkpoint
 
 
-def launch_job(processes: int, settings: Config | None, resume: Path | None, flags: dict[str, Any],
-               options: dict[str, Any]) -> int:
-    """Start `mlp train` with the same flags and options in `processes` processes (DDP); the job's exit code."""
+def launch_job(processes: int, job: Config | Path, flags: dict[str, Any], options: dict[str, Any]) -> int:
+    """Start `mlp train` with the same flags and options in `processes` processes (DDP); the job's exit code.
+
+    job: the settings of a new run, or the checkpoint of the run to resume.
+    """
     from mlp_cli.data import locate_dataset
     from mlp_cli.launch import check_can_launch, launch_training
     from mlp_cli.training import load_resumable
 
     check_can_launch(processes)
     # checked (and downloaded) here once, rather than by every process: one message, one download
-    job = settings if resume is None else load_resumable(resume, flags)[1]
-    locate_dataset(job.dataset, Path(job.data_dir) if job.data_dir else None)
+    settings = job if isinstance(job, Config) else load_resumable(job, flags)[1]
+    locate_dataset(settings.dataset, Path(settings.data_dir) if settings.data_dir else None)
     return launch_training(processes, as_arguments({**flags, **options}))
 
 
@@ -276,9 +278,10 @@ def as_arguments(options: dict[str, Any]) -> list[str]:
     return arguments
 
 
-def run_training(settings: Config | None, resume: Path | None, flags: dict[str, Any], out: Path | None,
-                 overwrite: bool, quiet: bool) -> "FitResult":
-    """Train a new run with settings, or resume one; rank 0 draws progress, curves and TensorBoard files."""
+def run_training(job: Config | Path, flags: dict[str, Any], out: Path | None, overwrite: bool,
+                 quiet: bool) -> "FitResult":
+    """Train a new run (job: its settings) or resume one (job: its checkpoint); rank 0 draws progress, curves and
+    TensorBoard files."""
     from mlp_cli.curves import CurvesReporter
     from mlp_cli.events import NULL_REPORTER, ReporterGroup
     from mlp_cli.reporting import RichReporter
@@ -292,10 +295,10 @@ def run_training(settings: Config | None, resume: Path | None, flags: dict[str, 
         with (stop_on_signals() as stop, RichReporter(progress_console) as terminal, CurvesReporter() as curves,
               TensorBoardReporter() as board):
             reporter = ReporterGroup(terminal, curves, board) if is_main else NULL_REPORTER
-            if resume is None:
-                result = train(settings, out, reporter, stop, overwrite)
+            if isinstance(job, Config):
+                result = train(job, out, reporter, stop, overwrite)
             else:
-                result = resume_run(resume, flags, reporter, stop)
+                result = resume_run(job, flags, reporter, stop)
     finally:
         if is_torchrun_worker():
             # torchrun sends SIGTERM to every process once one has exited: let this one say its last words
@@ -417,11 +420,13 @@ def predict_command(
     from mlp_cli.images import light_border_hint
 
     if checkpoint.suffix == ".onnx":
-        from mlp_cli.onnx_predict import predict_onnx_images as predict_images
+        from mlp_cli.onnx_predict import predict_onnx_images
+
+        predictions = predict_onnx_images(checkpoint, images, top_k, invert, save_input)
     else:
         from mlp_cli.predict import predict_images
 
-    predictions = predict_images(checkpoint, images, top_k, invert, save_input)
+        predictions = predict_images(checkpoint, images, top_k, invert, save_input)
     for failed in (prediction for prediction in predictions if prediction.error):
         stderr.print(f"error: {failed.error}", markup=False, soft_wrap=True)
     hint = light_border_hint(predictions, invert)
@@ -513,7 +518,7 @@ app.add_typer(data_app, name="data")
 @data_app.command("info", cls=PlainFlagsCommand)
 @reports_errors
 def data_info_command(
-    dataset: DatasetOption = DEFAULTS.dataset,
+    dataset: DatasetOption = DEFAULT_DATASET,
     data_dir: DataDirOption = None,
     as_json: DataInfoJsonOption = False,
 ) -> None:
@@ -544,7 +549,7 @@ def data_info_command(
 @reports_errors
 def data_preview_command(
     out: DataPreviewOutOption = Path("preview.png"),
-    dataset: DatasetOption = DEFAULTS.dataset,
+    dataset: DatasetOption = DEFAULT_DATASET,
     split: DataPreviewSplitOption = "train",
     count: DataPreviewCountOption = 24,
     data_dir: DataDirOption = None,

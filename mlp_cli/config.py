@@ -31,6 +31,7 @@ Backend = Literal["auto", "gloo", "nccl"]  # of torch.distributed under torchrun
 Split = Literal["train", "test"]  # the data sets' own splits (a validation split is cut from train)
 IMPLS: tuple[str, ...] = typing.get_args(Impl)
 DATASETS: tuple[str, ...] = typing.get_args(Dataset)
+DEFAULT_DATASET: Dataset = "fashion-mnist"  # D2L's
 PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
 ACTIVATIONS: tuple[str, ...] = typing.get_args(Activation)
 OPTIMIZERS: tuple[str, ...] = typing.get_args(Optimizer)
@@ -52,7 +53,7 @@ class Config:
     """A training run. The defaults are D2L's (section 5.2): 784-256-10, SGD lr 0.1, batch 256, 10 epochs."""
 
     impl: str = "scratch"  # scratch: nn.Parameter + hand-written ReLU; concise: nn.Sequential + LazyLinear
-    dataset: str = "fashion-mnist"
+    dataset: str = DEFAULT_DATASET
     data_dir: str | None = None  # a folder with the four IDX files; None searches the usual places
     hidden: tuple[int, ...] = (256,)  # one entry per hidden layer: H1, H2, ...
     activation: str = "relu"  # of the hidden layers; identity shows the collapse to one affine map

@@ -14,6 +14,7 @@ from mlp_cli.data import DataModule, load_data
 from mlp_cli.devices import resolve_device
 from mlp_cli.distributed import SINGLE_PROCESS, Ranks
 from mlp_cli.errors import MlpError
+from mlp_cli.events import Evaluation
 
 
 def precision_context(data: DataModule, config: Config) -> contextlib.AbstractContextManager:
@@ -55,22 +56,6 @@ def predict_split(model: nn.Module, data: DataModule, split: str, config: Config
     model.eval()
     with torch.inference_mode(), precision_context(data, config):
         return torch.cat([model(images).argmax(dim=1) for images, _ in data.batches(split, config.batch_size)]).cpu()
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """What `mlp eval` reports."""
-
-    checkpoint: str
-    epoch: int
-    split: str
-    loss: float
-    accuracy: float
-    recorded_accuracy: float | None  # the test accuracy logged for this epoch during training
-    stopped_after_batch: int | None  # set when the run was stopped mid-epoch: batches into the next epoch
-    class_names: list[str]
-    per_class_accuracy: list[float]  # in the order of class_names
-    confusion: list[list[int]]  # row = true class, column = predicted class
 
 
 def evaluate_checkpoint(path: Path | str, split: str = "test", data_dir: Path | None = None,

@@ -1,4 +1,5 @@
-"""What training tells the outside world: plain, frozen records and the Reporter interface that receives them.
+"""What training and evaluation tell the outside world: plain, frozen records and the Reporter interface that
+receives them.
 
 No torch here, so the terminal and plotting sides can use these types without importing it.
 """
@@ -65,6 +66,22 @@ class FitResult:
     best_epoch: int
     best_checkpoint: Path
     selected_by: str = "test"  # the split whose accuracy chose best.pt: "val" with val_size, else "test"
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What `mlp eval` reports (evaluation.evaluate_checkpoint measures it)."""
+
+    checkpoint: str
+    epoch: int
+    split: str
+    loss: float
+    accuracy: float
+    recorded_accuracy: float | None  # the test accuracy logged for this epoch during training
+    stopped_after_batch: int | None  # set when the run was stopped mid-epoch: batches into the next epoch
+    class_names: list[str]
+    per_class_accuracy: list[float]  # in the order of class_names
+    confusion: list[list[int]]  # row = true class, column = predicted class
 
 
 class Reporter(Protocol):

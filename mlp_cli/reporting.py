@@ -6,7 +6,7 @@ goes into rich as Text, never as markup: a folder named `x[/b]` or `[red]run` is
 
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich import box
 from rich.console import Console, Group, RenderableType
@@ -16,11 +16,8 @@ from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn,
 from rich.table import Table
 from rich.text import Text
 
-from mlp_cli.events import BatchProgress, EpochMetrics, TrainingPlan
+from mlp_cli.events import BatchProgress, EpochMetrics, Evaluation, TrainingPlan
 from mlp_cli.runs import RunSummary, differing_settings, non_default_settings, setting_text
-
-if TYPE_CHECKING:  # evaluation imports torch; `mlp runs` should not wait for it
-    from mlp_cli.evaluation import Evaluation
 
 REFRESHES_PER_SECOND = 4  # redraws are throttled by rich's own timer, never forced per batch
 UNBOUNDED_WIDTH = 100_000  # columns: wide enough to measure any table at its natural width
@@ -143,7 +140,7 @@ class RichReporter:
         """Checkpoints are listed once at the end, by the command, rather than every epoch."""
 
 
-def evaluation_tables(result: "Evaluation") -> list[Table]:
+def evaluation_tables(result: Evaluation) -> list[Table]:
     """What `mlp eval` shows: the overall numbers, accuracy per class, and the confusion matrix."""
     summary = Table(title="mlp eval", show_header=False, title_justify="left")
     epoch = str(result.epoch)

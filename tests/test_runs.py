@@ -18,8 +18,7 @@ from typer.testing import CliRunner
 
 from mlp_cli.cli import app
 from mlp_cli.config import Config, config_to_dict, config_to_toml
-from mlp_cli.evaluation import Evaluation
-from mlp_cli.events import TrainingPlan
+from mlp_cli.events import Evaluation, TrainingPlan
 from mlp_cli.reporting import RichReporter, evaluation_tables, runs_table
 from mlp_cli.runs import differing_settings, list_runs
 
