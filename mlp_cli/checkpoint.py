@@ -21,7 +21,7 @@ from torch import nn
 from mlp_cli.config import Config, is_int, is_number, validate_settings
 from mlp_cli.errors import CheckpointError, MlpError, first_line, os_reason
 from mlp_cli.events import EpochMetrics
-from mlp_cli.models import build_model, parameter_shapes
+from mlp_cli.models import model_for, parameter_shapes_for
 
 CHECKPOINT_FORMAT = "mlp-checkpoint"
 # 1: the model's input size and class names under "model"; 2 (mlp 0.5): under "architecture" (1 still loads)
@@ -366,12 +366,11 @@ def restore_model(state: TrainState, path: Path) -> tuple[Config, nn.Module]:
     try:
         config = validate_settings(state.config)
         shape = state.architecture
-        expected = parameter_shapes(config.impl, shape.num_inputs, config.hidden, shape.num_outputs, config.dropout)
+        expected = parameter_shapes_for(config, shape.num_inputs, shape.num_outputs)
         problem = state_shape_problem(expected, state.model_state)
         if problem:
             raise CheckpointError(problem)
-        model = build_model(config.impl, shape.num_inputs, config.hidden, shape.num_outputs, config.sigma,
-                            config.activation, config.dropout, config.init)
+        model = model_for(config, shape.num_inputs, shape.num_outputs)
         model.load_state_dict(state.model_state)
     except (MlpError, KeyError, TypeError, RuntimeError) as err:
         raise CheckpointError(f"{path}: checkpoint does not describe a usable model ({first_line(err)})") from err

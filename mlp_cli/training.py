@@ -26,7 +26,7 @@ from mlp_cli.devices import prepare_device
 from mlp_cli.distributed import Ranks, launched_ranks, process_group
 from mlp_cli.errors import CheckpointError, ConfigError, MlpError, first_line
 from mlp_cli.events import NULL_REPORTER, FitResult, Reporter
-from mlp_cli.models import build_model
+from mlp_cli.models import model_for
 from mlp_cli.optimization import make_optimizer
 from mlp_cli.runs import (
     BEST_CHECKPOINT,
@@ -55,8 +55,7 @@ def train(config: Config, out: Path | None = None, reporter: Reporter = NULL_REP
     device, threads, data = set_up(config, ranks, data)
     torch.manual_seed(config.seed)
     # built on the CPU so that a seed gives the same initial weights on every device
-    model = build_model(config.impl, data.num_inputs, config.hidden, data.num_classes, config.sigma,
-                        config.activation, config.dropout, config.init)
+    model = model_for(config, data.num_inputs, data.num_classes)
     model.to(device)
     seed_rank(config, ranks)
     with process_group(ranks, device, config.backend, config.dist_timeout) as ranks:

@@ -584,7 +584,7 @@ def test_a_huge_model_claimed_by_a_small_checkpoint_is_refused_before_it_is_buil
     from mlp_cli import checkpoint
 
     built = []
-    monkeypatch.setattr(checkpoint, "build_model", lambda *args: built.append(args))
+    monkeypatch.setattr(checkpoint, "model_for", lambda *args: built.append(args))
     torch.save(crafted(trained_run, "config.hidden", [300000]), "huge.pt")
     with pytest.raises(CheckpointError, match=r"W1 has shape \(784, 32\) but the stored config describes "
                                               r"\(784, 300000\)"):

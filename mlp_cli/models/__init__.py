@@ -1,4 +1,4 @@
-"""build_model: the scratch and concise MLPs behind one call."""
+"""build_model: the scratch and concise MLPs behind one call; model_for: the one a run's Config describes."""
 
 import itertools
 import math
@@ -7,10 +7,23 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from mlp_cli.config import Config
 from mlp_cli.models.concise import MLPConcise
 from mlp_cli.models.scratch import MLPScratch
 
-__all__ = ["MLPConcise", "MLPScratch", "build_model", "parameter_shapes"]
+__all__ = ["MLPConcise", "MLPScratch", "build_model", "model_for", "parameter_shapes", "parameter_shapes_for"]
+
+
+def model_for(config: Config, num_inputs: int, num_outputs: int) -> nn.Module:
+    """The model config describes (every model setting is read here, and only here), for data of num_inputs
+    pixels and num_outputs classes."""
+    return build_model(config.impl, num_inputs, config.hidden, num_outputs, config.sigma, config.activation,
+                       config.dropout, config.init)
+
+
+def parameter_shapes_for(config: Config, num_inputs: int, num_outputs: int) -> dict[str, tuple[int, ...]]:
+    """The name and shape of every parameter model_for(config, ...) makes, without making them."""
+    return parameter_shapes(config.impl, num_inputs, config.hidden, num_outputs, config.dropout)
 
 
 def build_model(impl: str, num_inputs: int, num_hiddens: Sequence[int], num_outputs: int,
