@@ -24,7 +24,7 @@ from mlp_cli.events import EpochMetrics
 from mlp_cli.models import model_for, parameter_shapes_for
 
 CHECKPOINT_FORMAT = "mlp-checkpoint"
-# 1: the model's input size and class names under "model"; 2 (mlp 0.5): under "architecture" (1 still loads)
+# 1 (mlp 0.1): the model's input size and class names under "model"; 2 (mlp 0.2): under "architecture"
 FORMAT_VERSION = 2
 REQUIRED_KEYS = ("config", "architecture", "model_state", "epoch", "metrics")
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive (since torch 1.6)

@@ -52,6 +52,28 @@ def exit_with_launcher() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+class ForcedKillsOnly(logging.Filter):
+    """Of torchrun's own log lines, which repeat what the processes and mlp already say, the one that does not:
+    a process that had not stopped 30 s after SIGTERM was killed, so its last words (how to resume) are lost."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("Unable to shutdown process"):
+            return False
+        pid = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+        record.msg, record.args = "warning: process %s did not stop within 30 s of SIGTERM; torchrun killed it", (pid,)
+        return True
+
+
+def quiet_torchrun_logs() -> None:
+    """Silence torchrun's log lines but for ForcedKillsOnly's (its loggers set their own levels: each is set)."""
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    logging.getLogger("torch.distributed.elastic.agent.server.api").setLevel(logging.CRITICAL)
+    processes = logging.getLogger("torch.distributed.elastic.multiprocessing.api")
+    processes.setLevel(logging.WARNING)
+    if not any(isinstance(existing, ForcedKillsOnly) for existing in processes.filters):
+        processes.addFilter(ForcedKillsOnly())
+
+
 def launch_training(processes: int, train_arguments: list[str]) -> int:
     """Train with `processes` processes on this machine; the job's exit code, rank 0's when it reported.
 
@@ -61,8 +83,7 @@ def launch_training(processes: int, train_arguments: list[str]) -> int:
     check_can_launch(processes)
     # what torchrun would set (and warn about); each process sets its own thread count from --threads anyway
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, available_cores() // processes)))
-    # torchrun's own log lines repeat what the processes and this function already say
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    quiet_torchrun_logs()
     arguments = ["--standalone", f"--nproc-per-node={processes}", "--module", "mlp_cli", "train", *train_arguments]
     try:
         run(parse_args(arguments))

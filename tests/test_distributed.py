@@ -4,6 +4,7 @@ The multi-process tests start real torchrun jobs (2 processes, gloo, CPU) on the
 """
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -239,6 +240,16 @@ def test_the_shortcut_passes_a_stop_on_to_every_process_and_exits_like_them(data
     assert launcher.returncode == 143, took
     assert stderr.count("stopped in epoch") == 1 and "error" not in stderr, took
     assert "resume with: mlp train --resume long/last.pt" in stderr
+
+
+def test_of_torchruns_log_lines_only_a_killed_process_is_shown(caplog: pytest.LogCaptureFixture) -> None:
+    launch.quiet_torchrun_logs()
+    processes = logging.getLogger("torch.distributed.elastic.multiprocessing.api")
+    with caplog.at_level(logging.WARNING, logger=processes.name):
+        processes.warning("Sending process %s closing signal %s", 123, "SIGTERM")  # torchrun's own wording
+        processes.warning("Unable to shutdown process %s via %s, forcefully exiting via %s", 123, 15, "SIGKILL")
+        logging.getLogger("torch.distributed.elastic.agent.server.api").warning("Received 15 death signal")
+    assert caplog.messages == ["warning: process 123 did not stop within 30 s of SIGTERM; torchrun killed it"]
 
 
 def test_the_shortcut_reports_a_failed_rank_in_one_line(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
