@@ -4,6 +4,8 @@ Fixtures (data_dir, the temporary working folder) are in conftest.py; scripts th
 """
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -72,3 +74,26 @@ def assert_runs_close(first: Path, second: Path, tolerance: float) -> None:
         assert row.keys() == other_row.keys()
         for key, value in row.items():
             assert value == pytest.approx(other_row[key], abs=tolerance), (key, row["epoch"])
+
+
+# `mlp ARGUMENTS` in this interpreter's main(), then the names of every module it imported, as JSON on stderr
+IMPORTS_REPORTED = """import json, sys
+from mlp_cli.cli import main
+sys.argv = ["mlp", *sys.argv[1:]]
+try:
+    main()
+    code = 0
+except SystemExit as stop:
+    code = stop.code
+print(json.dumps(sorted(sys.modules)), file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def mlp_in_a_fresh_process(*arguments: str | Path) -> tuple[subprocess.CompletedProcess, set[str]]:
+    """`mlp ARGUMENTS` run by a new interpreter, and the modules it had imported by the end: for the tests of what a
+    command never loads (the last line of its stderr is that list)."""
+    result = subprocess.run([sys.executable, "-c", IMPORTS_REPORTED, *map(str, arguments)], capture_output=True,
+                            text=True, timeout=120)
+    lines = result.stderr.strip().splitlines()
+    return result, set(json.loads(lines[-1])) if lines else set()

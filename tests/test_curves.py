@@ -2,14 +2,13 @@
 
 import io
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from support import small_config
+from support import mlp_in_a_fresh_process, small_config
 
 from mlp_cli import curves as curves_module
 from mlp_cli.curves import CurvesReporter, serve
@@ -90,14 +89,10 @@ def test_a_stop_never_waits_for_a_slow_drawer(tmp_path: Path, monkeypatch: pytes
 
 
 def test_the_training_process_never_imports_matplotlib(data_dir: Path) -> None:
-    code = ("import sys; from mlp_cli.cli import main; "
-            f"sys.argv = ['mlp', 'train', '--data-dir', {str(data_dir)!r}, '--epochs', '2', '--hidden', '16', "
-            "'--threads', '1', '--out', 'run', '--quiet']\n"
-            "try:\n    main()\nexcept SystemExit:\n    pass\n"
-            "print('matplotlib' in sys.modules)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    result, loaded = mlp_in_a_fresh_process("train", "--data-dir", data_dir, "--epochs", "2", "--hidden", "16",
+                                            "--threads", "1", "--out", "run", "--quiet")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "False"
+    assert "matplotlib" not in loaded
     assert Path("run/curves.png").read_bytes().startswith(PNG_SIGNATURE)
 
 

@@ -1,8 +1,6 @@
 """`mlp export` to ONNX, and `mlp predict model.onnx`: the same numbers as torch, without torch."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +10,7 @@ import pytest
 import torch
 from conftest import write_dataset
 from PIL import Image
+from support import mlp_in_a_fresh_process
 from typer.testing import CliRunner
 
 from mlp_cli.checkpoint import load_checkpoint, restore_model
@@ -116,15 +115,10 @@ def test_predict_with_the_onnx_model_matches_predict_with_the_checkpoint(
 
 def test_predict_with_an_onnx_model_never_imports_torch(exported: dict[str, Path]) -> None:
     images = write_test_images(exported["data"], 1)
-    code = ("import sys\n"
-            f"sys.argv = ['mlp', 'predict', {str(exported['scratch.onnx'])!r}, {images[0]!r}, '--json']\n"
-            "from mlp_cli.cli import main\n"
-            "try:\n    main()\nexcept SystemExit as stop:\n    assert not stop.code, stop.code\n"
-            "print('torch imported:', 'torch' in sys.modules)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    result, loaded = mlp_in_a_fresh_process("predict", exported["scratch.onnx"], images[0], "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.splitlines()[0])[0]["classes"]
-    assert "torch imported: False" in result.stdout
+    assert "torch" not in loaded
 
 
 def test_predict_with_a_file_that_is_not_an_onnx_model_is_a_one_line_error(exported: dict[str, Path]) -> None:
