@@ -294,21 +294,33 @@ def progress_problem(progress: Any) -> str | None:
         return None
     if not isinstance(progress, dict):
         return f"progress is {short(progress)}, expected a table or none"
-    for key in ("batches_done", "samples_done"):
-        if not is_int(progress.get(key)) or progress[key] < 0:
-            return f"progress.{key} is {short(progress.get(key))}, expected an integer >= 0"
+    if not is_int(progress.get("batches_done")) or progress["batches_done"] < 0:
+        return f"progress.batches_done is {short(progress.get('batches_done'))}, expected an integer >= 0"
     if not is_number(progress.get("seconds")):
         return f"progress.seconds is {short(progress.get('seconds'))}, expected a number"
-    for key in ("loss_sum", "correct"):
-        if not isinstance(progress.get(key), torch.Tensor):
-            return f"progress.{key} is {short(progress.get(key))}, expected a tensor"
     by_rank = progress.get("by_rank")  # under torchrun: each rank's own running sums
-    if by_rank is not None and not (isinstance(by_rank, list) and all(
-            isinstance(sums, dict) and is_int(sums.get("samples_done")) and sums["samples_done"] >= 0
-            and isinstance(sums.get("loss_sum"), torch.Tensor) and isinstance(sums.get("correct"), torch.Tensor)
-            for sums in by_rank)):
-        return f"progress.by_rank is {short(by_rank)}, expected each rank's samples_done, loss_sum and correct"
+    if by_rank is None:
+        by_rank = []
+    elif not isinstance(by_rank, list):
+        return f"progress.by_rank is {short(by_rank)}, expected a list of each rank's sums"
+    for name, sums in [("progress", progress), *((f"progress.by_rank[{rank}]", sums)
+                                                 for rank, sums in enumerate(by_rank))]:
+        problem = sums_problem(name, sums)
+        if problem:
+            return problem
     return rng_state_problem("progress.order_state", progress.get("order_state"))
+
+
+def sums_problem(name: str, sums: Any) -> str | None:
+    """Whether sums (RankSums as saved: the totals, or one rank's) holds samples_done >= 0 and two tensors."""
+    if not isinstance(sums, dict):
+        return f"{name} is {short(sums)}, expected a table of running sums"
+    if not is_int(sums.get("samples_done")) or sums["samples_done"] < 0:
+        return f"{name}.samples_done is {short(sums.get('samples_done'))}, expected an integer >= 0"
+    for key in ("loss_sum", "correct"):
+        if not isinstance(sums.get(key), torch.Tensor):
+            return f"{name}.{key} is {short(sums.get(key))}, expected a tensor"
+    return None
 
 
 def optimizer_problem(state: Any) -> str | None:
