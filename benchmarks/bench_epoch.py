@@ -42,7 +42,7 @@ from mlp_cli.data import (
 from mlp_cli.devices import configure_threads, resolve_device
 from mlp_cli.evaluation import evaluate
 from mlp_cli.events import TrainingPlan
-from mlp_cli.models import build_model
+from mlp_cli.models import build_model, forward_multiply_adds
 from mlp_cli.reporting import RichReporter
 from mlp_cli.trainer import EpochProgress, Trainer
 
@@ -210,14 +210,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--synthetic", action="store_true", help="random data of Fashion-MNIST's shape")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=0, help="0 uses every core, as mlp train does")
+    parser.add_argument("--threads", type=int, default=0, help="0 lets mlp choose, as mlp train does")
     parser.add_argument("--accuracy-epochs", type=int, default=10, help="epochs for the bf16/fp32 comparison")
     parser.add_argument("--skip-bf16", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
 
     device = resolve_device(args.device)
-    threads = configure_threads(args.threads)
+    threads = configure_threads(args.threads, multiply_adds=forward_multiply_adds(load_config(None, {}), 784, 10))
     synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     workspace = Path(tempfile.mkdtemp())
     if args.synthetic:

@@ -1,15 +1,16 @@
-"""Seconds per epoch of `--threads 0` (every core) against `--threads 1`, on an idle machine and beside a busy one.
+"""Seconds per epoch of mlp's thread choices, on an idle machine and beside a busy one.
 
 A busy neighbour is one process spinning a Python loop on one core. Each setup is one `mlp train` command on a
 synthetic data set the size of Fashion-MNIST (random pixels: the speed of an epoch does not depend on them);
 the setups alternate, so that any other load on the machine hurts them alike. Seconds per epoch are the
 training loop's own (metrics.jsonl "seconds"), without start-up and evaluation.
 
-Setups: mlp's default (`--threads 0`, with the passive OpenMP wait policy the CLI sets when the environment
-names none), the same with OMP_WAIT_POLICY=ACTIVE (OpenMP threads spin while they wait: mlp before the fix),
-and `--threads 1`.
+Setups: mlp's default (`--threads 0`: one thread for a small model, every core for a big one, with the passive
+OpenMP wait policy the CLI sets when the environment names none), `--threads 1`, every core (passive), every
+core with OMP_WAIT_POLICY=ACTIVE (OpenMP threads spin while they wait: torch's own default), and every core
+with a short spin (GOMP_SPINCOUNT=10000) before sleeping.
 
-    .venv/bin/python benchmarks/bench_threads.py [--epochs 3] [--repeats 3] [--train-count 60000]
+    .venv/bin/python benchmarks/bench_threads.py [--epochs 3] [--repeats 3] [--train-count 60000] [--hidden 256]
 """
 
 import argparse
@@ -26,10 +27,14 @@ import torch
 
 IMAGE_MAGIC, LABEL_MAGIC, SIDE, NUM_CLASSES = 0x00000803, 0x00000801, 28, 10
 TEST_COUNT = 10000
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+PASSED_ENVIRONMENT = ("OMP_WAIT_POLICY", "KMP_BLOCKTIME", "GOMP_SPINCOUNT")  # what a setup may change
 SETUPS = {  # name: (flags, environment changes)
-    "--threads 0 (default)": (["--threads", "0"], {}),
-    "--threads 0, OMP_WAIT_POLICY=ACTIVE": (["--threads", "0"], {"OMP_WAIT_POLICY": "ACTIVE"}),
+    "--threads 0 (default: mlp chooses)": (["--threads", "0"], {}),
     "--threads 1": (["--threads", "1"], {}),
+    f"--threads {CORES} (every core)": (["--threads", str(CORES)], {}),
+    f"--threads {CORES}, OMP_WAIT_POLICY=ACTIVE": (["--threads", str(CORES)], {"OMP_WAIT_POLICY": "ACTIVE"}),
+    f"--threads {CORES}, GOMP_SPINCOUNT=10000": (["--threads", str(CORES)], {"GOMP_SPINCOUNT": "10000"}),
 }
 BUSY_LOOP = "while True: pass"
 
@@ -49,7 +54,7 @@ def write_synthetic_dataset(folder: Path, train_count: int) -> Path:
 
 def seconds_per_epoch(flags: list[str], changes: dict[str, str], out: Path) -> float:
     """The median training seconds per epoch of one `mlp train` command."""
-    environment = {key: value for key, value in os.environ.items() if key not in ("OMP_WAIT_POLICY", "KMP_BLOCKTIME")}
+    environment = {key: value for key, value in os.environ.items() if key not in PASSED_ENVIRONMENT}
     subprocess.run([sys.executable, "-m", "mlp_cli", "train", *flags, "--out", str(out), "--quiet"], check=True,
                    stdout=subprocess.DEVNULL, env={**environment, **changes})
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -61,12 +66,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3, help="runs of each setup and load, alternating")
     parser.add_argument("--train-count", type=int, default=60000, help="training images (Fashion-MNIST: 60000)")
+    parser.add_argument("--hidden", default="256", help="hidden widths, e.g. 1024,512 (best-fashion.toml's)")
     args = parser.parse_args()
     seconds = {(load, name): [] for load in ("idle", "busy") for name in SETUPS}
     with tempfile.TemporaryDirectory() as scratch:
         data_dir = write_synthetic_dataset(Path(scratch), args.train_count)
-        common = ["--data-dir", str(data_dir), "--epochs", str(args.epochs), "--device", "cpu", "--seed", "0",
-                  "--report-every", str(args.epochs)]
+        common = ["--data-dir", str(data_dir), "--hidden", args.hidden, "--epochs", str(args.epochs),
+                  "--device", "cpu", "--seed", "0", "--report-every", str(args.epochs)]
         for repeat in range(args.repeats):
             for load in ("idle", "busy"):
                 neighbour = subprocess.Popen([sys.executable, "-c", BUSY_LOOP]) if load == "busy" else None
@@ -79,8 +85,8 @@ def main() -> None:
                     if neighbour is not None:
                         neighbour.kill()
                         neighbour.wait()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    print(f"\n{cores} cores, {args.train_count} training images, D2L defaults, {args.epochs} epochs x "
+    print(f"\n{CORES} cores, {args.train_count} training images, D2L defaults but --hidden {args.hidden}, "
+          f"{args.epochs} epochs x "
           f"{args.repeats} runs each (median seconds per epoch; ratio to --threads 1 under the same load):")
     print("| setup | idle s/epoch | idle ratio | busy s/epoch | busy ratio |\n|---|---|---|---|---|")
     for name in SETUPS:

@@ -226,7 +226,7 @@ TrainMetricsOption = Annotated[bool | None, typer.Option(
         "Also evaluate the whole train split when reporting.", "train_metrics"),
     show_default=False, rich_help_panel=EVALUATION)]
 ThreadsOption = Annotated[int | None, setting_option(
-    "INTEGER", "CPU threads for torch; 0 uses every core.", "threads", RUN)]
+    "INTEGER", "CPU threads for torch; 0: 1 for a small model, every core for a big one.", "threads", RUN)]
 PrecisionOption = Annotated[Precision | None, choice_option(
     PRECISIONS, "Precision of the forward pass (bf16: autocast, faster on some hardware, less exact).",
     "precision", panel=RUN)]

@@ -75,7 +75,7 @@ class Config:
     report_every: int = 1  # evaluate the test split every N epochs (and after the last)
     train_metrics: bool = False  # also evaluate the whole train split then (as the Flux example does)
     device: str = "auto"  # auto picks cuda, then mps, then cpu
-    threads: int = 0  # CPU threads for torch's kernels; 0 uses every core this process may run on
+    threads: int = 0  # CPU threads for torch's kernels; 0: one for a small model, every core for a big one
     precision: str = "fp32"  # bf16 runs the forward pass under autocast: faster on some hardware, less exact
     backend: str = "auto"  # under torchrun: gloo (CPU) or nccl (CUDA); auto picks by device
     dist_timeout: float = 300.0  # seconds a process waits for the others under torchrun before giving up
@@ -121,7 +121,7 @@ RANGE_CHECKS: dict[str, typing.Callable[[Any], str | None]] = {
     "val_size": lambda v: None if v >= 0 else "an integer >= 0",
     "report_every": lambda v: None if v >= 1 else "an integer >= 1",
     "train_metrics": lambda v: None,
-    "threads": lambda v: None if v >= 0 else "an integer >= 0 (0 uses every core)",
+    "threads": lambda v: None if v >= 0 else "an integer >= 0 (0 lets mlp choose)",
     "precision": lambda v: expected_name(v, PRECISIONS),
     "backend": lambda v: expected_name(v, BACKENDS),
     "dist_timeout": lambda v: None if math.isfinite(v) and v > 0 else "a number of seconds > 0",

@@ -1,5 +1,6 @@
 """Where training runs: the device, its thread count and whether it can do the requested precision."""
 
+import math
 
 import torch
 
@@ -40,11 +41,16 @@ def check_precision(device: torch.device, precision: str) -> None:
         raise MlpError(f"--precision bf16: {torch.cuda.get_device_name(device)} has no bf16 support; use fp32")
 
 
-def configure_threads(threads: int, processes_here: int = 1) -> int:
-    """Set torch's CPU thread count before any work and return it.
+# The multiply-adds of one batch's forward pass from which a model gets every core under --threads 0. mlp's
+# OpenMP threads wait passively (cli.use_passive_openmp_threads), so every parallel kernel pays for waking them:
+# on this project's 2-core machine a second thread made an epoch of the book's 784-256-10 MLP (51 million per
+# batch of 256) slower, broke even at 784-512 and 784-1024 (0.1 and 0.2 billion), and paid off for 784-1024-512
+# (0.34 billion) and 784-2048 (0.41 billion). README, "Threads"; benchmarks/bench_threads.py.
+PARALLEL_MULTIPLY_ADDS = 250_000_000
 
-    0 shares the cores this process may run on among the processes of the job on this machine: two
-    processes with two threads each on two cores run far slower than with one each (oversubscription).
+
+def check_threads(threads: int) -> None:
+    """Refuse more threads than this process has cores, before anything is loaded.
 
     Raises:
         MlpError: more threads than this process has cores.
@@ -54,8 +60,23 @@ def configure_threads(threads: int, processes_here: int = 1) -> int:
         # refused rather than capped: a silent cap would hide the setting, and more threads than cores only
         # add waiting (a measured 60x slower epoch with 1000 threads on 2 cores)
         raise MlpError(f"--threads {threads}: this process may run on {cores} core{'s' if cores != 1 else ''}; "
-                       f"more threads than cores only slow torch down (use 0 for every core, or 1 to {cores})")
-    count = threads or max(1, cores // processes_here)
+                       f"more threads than cores only slow torch down (use 0 to let mlp choose, or 1 to {cores})")
+
+
+def configure_threads(threads: int, processes_here: int = 1, multiply_adds: float = math.inf) -> int:
+    """Set torch's CPU thread count and return it.
+
+    0 chooses from the model's size (multiply_adds: of one batch's forward pass) and the machine, never from
+    its load of the moment (the thread count may change the order of float sums): one thread for a model under
+    PARALLEL_MULTIPLY_ADDS, else the cores this process may run on, shared among the processes of the job on
+    this machine (two processes with two threads each on two cores run far slower than with one each).
+
+    Raises:
+        MlpError: more threads than this process has cores.
+    """
+    check_threads(threads)
+    shared_cores = max(1, available_cores() // processes_here)
+    count = threads or (shared_cores if multiply_adds >= PARALLEL_MULTIPLY_ADDS else 1)
     torch.set_num_threads(count)
     return count
 
@@ -82,8 +103,10 @@ def resolve_rank_device(name: str, ranks: Ranks) -> torch.device:
     return device
 
 
-def prepare_device(config: Config, ranks: Ranks = SINGLE_PROCESS) -> tuple[torch.device, int]:
-    """The device and thread count for config (and this process's rank), set up before any tensor work."""
+def prepare_device(config: Config, ranks: Ranks = SINGLE_PROCESS) -> torch.device:
+    """The device for config (and this process's rank), after checking that it can run config's precision and
+    threads; configure_threads sets the threads once the model's size is known."""
     device = resolve_rank_device(config.device, ranks) if ranks.is_distributed else resolve_device(config.device)
     check_precision(device, config.precision)
-    return device, configure_threads(config.threads, ranks.local_world_size)
+    check_threads(config.threads)
+    return device

@@ -22,11 +22,11 @@ from mlp_cli.config import (
     validate_settings,
 )
 from mlp_cli.data import DataModule, hold_out, load_data
-from mlp_cli.devices import prepare_device
+from mlp_cli.devices import configure_threads, prepare_device
 from mlp_cli.distributed import Ranks, launched_ranks, process_group
 from mlp_cli.errors import CheckpointError, ConfigError, MlpError, first_line
 from mlp_cli.events import NULL_REPORTER, FitResult, Reporter
-from mlp_cli.models import model_for
+from mlp_cli.models import forward_multiply_adds, model_for
 from mlp_cli.optimization import make_optimizer
 from mlp_cli.runs import (
     BEST_CHECKPOINT,
@@ -88,8 +88,10 @@ def resume_run(path: Path, overrides: dict[str, Any], reporter: Reporter = NULL_
 
 def set_up(config: Config, ranks: Ranks, loaded: DataModule | None) -> tuple[torch.device, int, DataModule]:
     """The device and its thread count, and the data set for config on it."""
-    device, threads = prepare_device(config, ranks)
-    return device, threads, load_training_data(config, device, loaded)
+    device = prepare_device(config, ranks)
+    data = load_training_data(config, device, loaded)
+    multiply_adds = forward_multiply_adds(config, data.num_inputs, data.num_classes)
+    return device, configure_threads(config.threads, ranks.local_world_size, multiply_adds), data
 
 
 def fit(trainer: Trainer, threads: int) -> FitResult:

@@ -3,6 +3,7 @@
 import io
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -11,7 +12,7 @@ import pytest
 from support import mlp_in_a_fresh_process, small_config
 
 from mlp_cli import curves as curves_module
-from mlp_cli.curves import CurvesReporter, serve
+from mlp_cli.curves import CurvesReporter, serve, warm_up
 from mlp_cli.errors import TrainingStoppedError
 from mlp_cli.events import EpochMetrics, ReporterGroup
 from mlp_cli.plots import plot_curves
@@ -134,3 +135,21 @@ def test_a_picture_that_cannot_be_drawn_warns_once_and_training_goes_on(data_dir
     warnings = [line for line in capfd.readouterr().err.splitlines() if line.startswith("warning:")]
     assert warnings == ["warning: cannot draw run/curves.png (Is a directory); training goes on"]
     assert curves.drawings_requested == 2 and len(read_metrics(Path("run"))) == 2
+
+
+def test_the_drawer_draws_a_practice_picture_before_its_first_request_and_leaves_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    practice = tmp_path / "temporary"
+    practice.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(practice))
+    drawn: list[Path] = []
+    monkeypatch.setattr(curves_module, "draw_curves", lambda run_dir, rows: drawn.append(run_dir))
+    serve(io.StringIO(""))  # no request at all: the practice drawing alone
+    assert len(drawn) == 1 and drawn[0].parent == practice
+    assert list(practice.iterdir()) == []  # its folder is gone
+
+
+def test_a_practice_picture_that_fails_is_silent(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", "/nonexistent/folder")
+    warm_up()
+    assert capsys.readouterr().err == ""

@@ -13,10 +13,11 @@ from support import small_config
 
 from mlp_cli.checkpoint import load_checkpoint, restore_model
 from mlp_cli.config import load_config
+from mlp_cli.devices import PARALLEL_MULTIPLY_ADDS
 from mlp_cli.errors import MlpError
 from mlp_cli.evaluation import evaluate
 from mlp_cli.events import BatchProgress, EpochMetrics, TrainingPlan
-from mlp_cli.models import build_model
+from mlp_cli.models import build_model, forward_multiply_adds
 from mlp_cli.training import train
 
 
@@ -181,6 +182,26 @@ def test_threads_setting_sets_torchs_thread_count(data_dir: Path, monkeypatch: p
     train(small_config(data_dir, epochs=1, threads=2), Path("run"), reporter)
     assert torch.get_num_threads() == 2 and reporter.events[0][1].threads == 2
     torch.set_num_threads(1)
+
+
+@pytest.mark.parametrize(("hidden", "expected_threads"), [((256,), 1), ((1024, 512), 4)])
+def test_threads_0_gives_a_small_model_one_thread_and_a_big_one_every_core(
+        data_dir: Path, monkeypatch: pytest.MonkeyPatch, hidden: tuple[int, ...], expected_threads: int) -> None:
+    # the book's 784-256-10 at batch 256: 51 million multiply-adds per forward pass, below the threshold;
+    # 784-1024-512-10 (configs/best-fashion.toml): 340 million, above it
+    monkeypatch.setattr("mlp_cli.devices.available_cores", lambda: 4)
+    monkeypatch.setattr("mlp_cli.devices.torch.set_num_threads", lambda count: None)  # this test's own 1 thread stays
+    reporter = RecordingReporter()
+    config = small_config(data_dir, epochs=1, threads=0, hidden=hidden, batch_size=256)
+    train(config, Path("run"), reporter)
+    assert reporter.events[0][1].threads == expected_threads
+
+
+def test_the_thread_threshold_lies_between_the_books_model_and_best_fashion() -> None:
+    book = load_config(None, {})
+    best = load_config(Path(__file__).parent.parent / "configs" / "best-fashion.toml", {})
+    assert forward_multiply_adds(book, 784, 10) == 256 * (784 * 256 + 256 * 10)
+    assert forward_multiply_adds(book, 784, 10) < PARALLEL_MULTIPLY_ADDS <= forward_multiply_adds(best, 784, 10)
 
 
 def test_bf16_precision_trains_under_autocast_and_is_recorded(data_dir: Path) -> None:

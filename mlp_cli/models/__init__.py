@@ -11,7 +11,8 @@ from mlp_cli.config import Config
 from mlp_cli.models.concise import MLPConcise
 from mlp_cli.models.scratch import MLPScratch
 
-__all__ = ["MLPConcise", "MLPScratch", "build_model", "model_for", "parameter_shapes", "parameter_shapes_for"]
+__all__ = ["MLPConcise", "MLPScratch", "build_model", "forward_multiply_adds", "model_for", "parameter_shapes",
+           "parameter_shapes_for"]
 
 
 def model_for(config: Config, num_inputs: int, num_outputs: int) -> nn.Module:
@@ -24,6 +25,13 @@ def model_for(config: Config, num_inputs: int, num_outputs: int) -> nn.Module:
 def parameter_shapes_for(config: Config, num_inputs: int, num_outputs: int) -> dict[str, tuple[int, ...]]:
     """The name and shape of every parameter model_for(config, ...) makes, without making them."""
     return parameter_shapes(config.impl, num_inputs, config.hidden, num_outputs, config.dropout)
+
+
+def forward_multiply_adds(config: Config, num_inputs: int, num_outputs: int) -> int:
+    """The multiply-adds of the matrix products of one training batch's forward pass (the backward pass does
+    about twice as many): what decides whether the model is worth more than one CPU thread."""
+    widths = [num_inputs, *config.hidden, num_outputs]
+    return config.batch_size * sum(fan_in * fan_out for fan_in, fan_out in itertools.pairwise(widths))
 
 
 def build_model(impl: str, num_inputs: int, num_hiddens: Sequence[int], num_outputs: int,
