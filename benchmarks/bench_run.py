@@ -49,7 +49,8 @@ def wall_seconds(command: list[str]) -> float:
 
 
 def whole_runs(impl: str, rounds: int, data_dir: str | None, out: Path) -> dict[str, float]:
-    """Median wall seconds of `mlp train --impl IMPL` and of the plain script, run alternately."""
+    """Median (and lowest, highest) wall seconds of `mlp train --impl IMPL` and of the plain script, run
+    alternately."""
     data = [] if data_dir is None else ["--data-dir", data_dir]
     reference = [sys.executable, str(BENCHMARKS / "plain_reference.py"), *([data_dir] if data_dir else [])]
     times: dict[str, list[float]] = defaultdict(list)
@@ -57,7 +58,10 @@ def whole_runs(impl: str, rounds: int, data_dir: str | None, out: Path) -> dict[
         times["mlp"].append(wall_seconds([str(MLP), "train", "--impl", impl, *data, "--quiet",
                                           "--out", str(out / f"{impl}-{index}")]))
         times["plain"].append(wall_seconds(reference))
-    return {name: statistics.median(values) for name, values in times.items()}
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    spread = {f"{name} {which.__name__}": which(values) for name, values in times.items() for which in (min, max)}
+    pairs = [mlp / plain for mlp, plain in zip(times["mlp"], times["plain"], strict=True)]  # run side by side
+    return {**medians, **spread, "ratio of a pair, min": min(pairs), "ratio of a pair, max": max(pairs)}
 
 
 def timed(buckets: dict[str, float], name: str, function: Callable) -> Callable:

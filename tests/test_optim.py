@@ -8,8 +8,10 @@ import pytest
 import torch
 from torch.nn import functional
 
+from mlp_cli.config import load_config
 from mlp_cli.models import build_model
 from mlp_cli.optim import SGD
+from mlp_cli.optimization import make_optimizer
 
 
 def train_steps(optimizer_class: type, weight_decay: float, impl: str) -> dict[str, torch.Tensor]:
@@ -63,3 +65,16 @@ def test_a_default_run_does_not_import_torch_dynamo(data_dir: Path) -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw"])
+def test_adam_runs_fused_on_the_cpu_and_an_unfused_checkpoint_resumes_unfused(name: str) -> None:
+    model = torch.nn.Linear(4, 2)
+    config = load_config(None, {"optimizer": name, "lr": 1e-3})
+    optimizer = make_optimizer(model, config)
+    assert optimizer.param_groups[0]["fused"] is True
+    unfused = torch.optim.AdamW(model.parameters(), lr=1e-3)  # as mlp made it before 0.3.0
+    model(torch.ones(1, 4)).sum().backward()
+    unfused.step()
+    optimizer.load_state_dict(unfused.state_dict())
+    assert optimizer.param_groups[0]["fused"] is None

@@ -188,7 +188,7 @@ def test_threads_setting_sets_torchs_thread_count(data_dir: Path, monkeypatch: p
 def test_threads_0_gives_a_small_model_one_thread_and_a_big_one_every_core(
         data_dir: Path, monkeypatch: pytest.MonkeyPatch, hidden: tuple[int, ...], expected_threads: int) -> None:
     # the book's 784-256-10 at batch 256: 51 million multiply-adds per forward pass, below the threshold;
-    # 784-1024-512-10 (configs/best-fashion.toml): 340 million, above it
+    # 784-1024-512-10: 340 million, above it
     monkeypatch.setattr("mlp_cli.devices.available_cores", lambda: 4)
     monkeypatch.setattr("mlp_cli.devices.torch.set_num_threads", lambda count: None)  # this test's own 1 thread stays
     reporter = RecordingReporter()
@@ -197,11 +197,11 @@ def test_threads_0_gives_a_small_model_one_thread_and_a_big_one_every_core(
     assert reporter.events[0][1].threads == expected_threads
 
 
-def test_the_thread_threshold_lies_between_the_books_model_and_best_fashion() -> None:
+def test_the_thread_threshold_lies_between_the_books_model_and_a_wide_two_layer_one() -> None:
     book = load_config(None, {})
-    best = load_config(Path(__file__).parent.parent / "configs" / "best-fashion.toml", {})
+    wide = load_config(None, {"hidden": (1024, 512)})
     assert forward_multiply_adds(book, 784, 10) == 256 * (784 * 256 + 256 * 10)
-    assert forward_multiply_adds(book, 784, 10) < PARALLEL_MULTIPLY_ADDS <= forward_multiply_adds(best, 784, 10)
+    assert forward_multiply_adds(book, 784, 10) < PARALLEL_MULTIPLY_ADDS <= forward_multiply_adds(wide, 784, 10)
 
 
 def test_bf16_precision_trains_under_autocast_and_is_recorded(data_dir: Path) -> None:
