@@ -217,7 +217,6 @@ def main() -> None:
     args = parser.parse_args()
 
     device = resolve_device(args.device)
-    threads = configure_threads(args.threads, multiply_adds=forward_multiply_adds(load_config(None, {}), 784, 10))
     synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     workspace = Path(tempfile.mkdtemp())
     if args.synthetic:
@@ -227,6 +226,8 @@ def main() -> None:
         data_dir = find_dataset_dir(DATASETS["fashion-mnist"], None, default_cache_dir())
         root = torchvision_root(data_dir, workspace / "torchvision")
     data = load_data("fashion-mnist", data_dir, device)
+    book = forward_multiply_adds(load_config(None, {}), data.num_inputs, data.num_classes)
+    threads = configure_threads(args.threads, multiply_adds=book)
     figures: dict[str, object] = {"device": str(device), "threads": threads, "repeats": args.repeats,
                                   "data": "synthetic" if args.synthetic else str(data_dir),
                                   "torch": torch.__version__}

@@ -25,9 +25,11 @@ from pathlib import Path
 
 import torch
 
+from mlp_cli.config import available_cores
+
 IMAGE_MAGIC, LABEL_MAGIC, SIDE, NUM_CLASSES = 0x00000803, 0x00000801, 28, 10
 TEST_COUNT = 10000
-CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+CORES = available_cores()
 PASSED_ENVIRONMENT = ("OMP_WAIT_POLICY", "KMP_BLOCKTIME", "GOMP_SPINCOUNT")  # what a setup may change
 SETUPS = {  # name: (flags, environment changes)
     "--threads 0 (default: mlp chooses)": (["--threads", "0"], {}),
