@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from mlp_cli.activations import relu
+from mlp_cli.activations import BookReLU, relu
 from mlp_cli.models import MLPConcise, MLPScratch, build_model, parameter_shapes
 
 
@@ -41,6 +41,34 @@ def test_relu_is_max_of_x_and_zero_and_matches_torch_relu() -> None:
     assert torch.equal(grad, (X > 0).float())
 
 
+def bits(tensor: torch.Tensor) -> torch.Tensor:
+    """The float32 tensor's bit patterns: equal bits tell NaN from NaN and -0.0 from 0.0."""
+    return tensor.contiguous().view(torch.int32)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_the_scratch_relus_gradient_has_the_bits_autograd_derives_for_max(ties: bool) -> None:
+    """BookReLU's two-kernel backward gives what autograd gives for torch.max(X, zeros): grad / 2 at exact ties,
+    grad at NaN, 0 (never -0.0, never NaN from an infinite grad) below zero."""
+    torch.manual_seed(0)
+    X, grad = torch.randn(64, 32), torch.randn(64, 32)
+    grad[0, :4] = torch.tensor([float("inf"), float("-inf"), float("nan"), -0.0])
+    X[0, :4] = -1.0  # infinite and NaN gradients meet negative inputs
+    if ties:
+        X[1, :3] = torch.tensor([0.0, -0.0, float("nan")])
+        X[2, 5] = 0.0
+    gradients = {}
+    for name, function in (("autograd", relu), ("BookReLU", BookReLU.apply)):
+        inputs = X.clone().requires_grad_(True)
+        outputs = function(inputs)
+        outputs.backward(grad)
+        gradients[name] = (outputs.detach(), inputs.grad)
+    assert torch.equal(bits(gradients["BookReLU"][0]), bits(gradients["autograd"][0]))
+    assert torch.equal(bits(gradients["BookReLU"][1]), bits(gradients["autograd"][1]))
+    if ties:
+        assert gradients["BookReLU"][1][2, 5] == grad[2, 5] / 2
+
+
 def test_scratch_forward_uses_the_hand_written_relu(monkeypatch: pytest.MonkeyPatch) -> None:
     def forbidden(*args: object, **kwargs: object) -> None:
         raise AssertionError("the scratch model must not use torch's relu")
@@ -49,6 +77,29 @@ def test_scratch_forward_uses_the_hand_written_relu(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(torch.nn.functional, "relu", forbidden)
     model = MLPScratch(784, [32], 10, sigma=0.01)
     assert model(torch.rand(4, 1, 28, 28)).shape == (4, 10)
+
+
+def test_scratch_weights_hold_the_books_draw_in_nn_linears_memory_order() -> None:
+    """Column-major W, as nn.Linear stores its weight, so that both impls run the same matrix kernels; the values
+    are the book's randn(fan_in, fan_out) * sigma, and gradients keep the layout."""
+    torch.manual_seed(0)
+    model = MLPScratch(784, [256], 10, sigma=0.01)
+    torch.manual_seed(0)
+    expected_W1, expected_W2 = torch.randn(784, 256) * 0.01, torch.randn(256, 10) * 0.01
+    assert torch.equal(model.W1, expected_W1) and torch.equal(model.W2, expected_W2)
+    assert model.W1.stride() == (1, 784) and model.W2.stride() == (1, 256)
+    nn.functional.cross_entropy(model(torch.rand(8, 784)), torch.arange(8)).backward()
+    assert model.W1.grad.stride() == model.W1.stride() and model.W2.grad.stride() == model.W2.stride()
+
+
+def test_an_init_scheme_draws_scratch_weights_in_row_order_whatever_their_layout() -> None:
+    torch.manual_seed(3)
+    model = build_model("scratch", 20, [8], 4, sigma=0.01, init="kaiming")
+    torch.manual_seed(3)
+    MLPScratch(20, [8], 4, sigma=0.01)  # the book's draw comes first, then the scheme's
+    expected_W1 = torch.empty(20, 8).normal_(0.0, (2 / 20) ** 0.5)
+    expected_W2 = torch.empty(8, 4).normal_(0.0, (2 / 8) ** 0.5)
+    assert torch.equal(model.W1, expected_W1) and torch.equal(model.W2, expected_W2)
 
 
 def test_scratch_forward_reshapes_images_to_rows_of_num_inputs() -> None:

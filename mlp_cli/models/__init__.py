@@ -92,4 +92,6 @@ def initialize(model: nn.Module, init: str, sigma: float) -> None:
             continue
         # scratch stores W as (fan_in, fan_out) like the book; nn.Linear stores weight as (fan_out, fan_in)
         fan_in, fan_out = parameter.shape if name.startswith("W") else reversed(parameter.shape)
-        parameter.normal_(0.0, weight_std(init, fan_in, fan_out, sigma))
+        # drawn in row order whatever the parameter's memory layout (scratch's is column-major), so that a seed
+        # draws the same weights as always
+        parameter.copy_(torch.empty(parameter.shape).normal_(0.0, weight_std(init, fan_in, fan_out, sigma)))
