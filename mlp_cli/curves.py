@@ -12,6 +12,7 @@ drawing that fails is a warning on stderr, never a lost run.
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -36,6 +37,7 @@ class CurvesReporter:
     def __init__(self, min_interval: float = MIN_SECONDS_BETWEEN_DRAWINGS) -> None:
         self.min_interval = min_interval
         self.run_dir: Path | None = None
+        self.last_epoch = 0
         self.rows: list[dict] = []
         self.drawings_requested = 0
         self._drawn_rows = 0  # how many rows the last request held
@@ -52,6 +54,7 @@ class CurvesReporter:
         except MlpError:
             self.rows = []
         self._drawn_rows = len(self.rows)
+        self.last_epoch = plan.num_epochs
         self._start_drawer()  # now, so that it has imported matplotlib by the time there is something to draw
 
     def on_batch(self, progress: "BatchProgress") -> None:
@@ -59,7 +62,10 @@ class CurvesReporter:
 
     def on_epoch(self, metrics: "EpochMetrics") -> None:
         self.rows.append(dataclasses.asdict(metrics))
-        self._request_if_due()
+        if metrics.epoch == self.last_epoch:  # drawn while the last checkpoints are written, not after
+            self._request()
+        else:
+            self._request_if_due()
 
     def on_checkpoint(self, path: Path) -> None:
         """Checkpoints do not change the curves."""
@@ -164,3 +170,7 @@ def serve(requests: IO[str]) -> None:
 
 if __name__ == "__main__":
     serve(sys.stdin)
+    # every picture is in place: skip the interpreter's teardown of matplotlib's objects, which took 0.2 s that a
+    # finished run waits for (the drawing itself: 0.15 s)
+    sys.stderr.flush()
+    os._exit(0)

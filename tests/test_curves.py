@@ -80,13 +80,25 @@ def test_a_stop_never_waits_for_a_slow_drawer(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setattr(curves_module, "DRAWER_COMMAND", [sys.executable, "-c", "import time; time.sleep(120)"])
     started = time.monotonic()
     with pytest.raises(TrainingStoppedError), CurvesReporter(min_interval=0) as curves:
-        curves.on_start(SimpleNamespace(run_dir=str(tmp_path), first_epoch=1))
+        curves.on_start(SimpleNamespace(run_dir=str(tmp_path), first_epoch=1, num_epochs=3))
         curves.on_epoch(EpochMetrics(1, 2.0, 0.3, test_loss=1.9, test_accuracy=0.4))
         raise TrainingStoppedError("stopped in epoch 2", 130)
     waited = time.monotonic() - started
     curves.last_drawer.kill()
     curves.last_drawer.wait()
     assert waited < 60  # the drawer sleeps for 120 s; returning at once takes well under a second
+
+
+def test_the_last_epoch_is_drawn_as_soon_as_its_metrics_are_known(tmp_path: Path) -> None:
+    """Not when the reporter closes: the drawing overlaps the last checkpoints, and a finished run waits less."""
+    with CurvesReporter(min_interval=3600) as curves:
+        curves.on_start(SimpleNamespace(run_dir=str(tmp_path), first_epoch=1, num_epochs=2))
+        curves.on_epoch(EpochMetrics(1, 2.0, 0.3, test_loss=1.9, test_accuracy=0.4))
+        curves.on_epoch(EpochMetrics(2, 1.5, 0.5, test_loss=1.4, test_accuracy=0.6))
+        assert curves.drawings_requested == 2  # the second within the hour the interval asks for
+    assert curves.drawings_requested == 2  # closing had nothing left to send
+    assert curves.last_drawer.returncode == 0  # the drawer ended cleanly once its input ended
+    assert (tmp_path / "curves.png").read_bytes().startswith(PNG_SIGNATURE)
 
 
 def test_the_training_process_never_imports_matplotlib(data_dir: Path) -> None:
@@ -112,7 +124,7 @@ def test_a_drawing_that_fails_is_one_warning_and_the_drawer_goes_on(tmp_path: Pa
 
 def test_training_goes_on_when_the_drawer_is_gone(tmp_path: Path) -> None:
     curves = CurvesReporter(min_interval=0)
-    curves.on_start(SimpleNamespace(run_dir=str(tmp_path), first_epoch=1))
+    curves.on_start(SimpleNamespace(run_dir=str(tmp_path), first_epoch=1, num_epochs=3))
     curves.on_epoch(EpochMetrics(1, 2.0, 0.3, test_loss=1.9, test_accuracy=0.4))
     curves._drawer.kill()
     curves._drawer.wait()
