@@ -1,8 +1,10 @@
 """A whole `mlp train` as a user runs it, against the plain PyTorch script it wraps, measured side by side.
 
   whole run     `mlp train --impl IMPL` (D2L defaults, 10 epochs) as a subprocess, wall clock, start-up
-                included, against `python benchmarks/plain_reference.py` (imports included); alternating,
-                --rounds of each; medians and the ratio
+                included, against `python benchmarks/plain_reference.py` (imports included), once with
+                torch's own threads (every core, spinning while they wait) and once with the threads mlp
+                chooses (OMP_NUM_THREADS, OMP_WAIT_POLICY=PASSIVE); alternating, --rounds of each; medians
+                and the ratios
   breakdown     one in-process run with timing hooks around the library's calls: training pass,
                 evaluation, checkpoints, metrics file, terminal display, curve-drawing requests, the rest
   start-up      `mlp train --epochs 1` minus its epoch, against `import torch` + reading the data set
@@ -16,6 +18,7 @@ import argparse
 import io
 import itertools
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -33,7 +36,9 @@ from mlp_cli import trainer, training
 from mlp_cli.config import load_config
 from mlp_cli.curves import CurvesReporter
 from mlp_cli.data import load_data
+from mlp_cli.devices import configure_threads
 from mlp_cli.events import ReporterGroup
+from mlp_cli.models import forward_multiply_adds
 from mlp_cli.reporting import RichReporter
 from mlp_cli.trainer import Trainer
 
@@ -42,26 +47,33 @@ MLP = Path(sys.executable).parent / "mlp"
 TRAIN_SAMPLES = 60000
 
 
-def wall_seconds(command: list[str]) -> float:
+def wall_seconds(command: list[str], environment: dict[str, str] | None = None) -> float:
     started = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True)
+    subprocess.run(command, check=True, capture_output=True, env={**os.environ, **(environment or {})})
     return time.perf_counter() - started
 
 
 def whole_runs(impl: str, rounds: int, data_dir: str | None, out: Path) -> dict[str, float]:
-    """Median (and lowest, highest) wall seconds of `mlp train --impl IMPL` and of the plain script, run
-    alternately."""
+    """Median (and lowest, highest) wall seconds of `mlp train --impl IMPL`, of the plain script with torch's
+    own threads, and of the plain script with the threads mlp chooses (its count, waiting passively), run
+    alternately: the first ratio is what a user sees, the second what mlp adds at equal threads."""
     data = [] if data_dir is None else ["--data-dir", data_dir]
     reference = [sys.executable, str(BENCHMARKS / "plain_reference.py"), *([data_dir] if data_dir else [])]
+    book = load_config(None, {"impl": impl})
+    threads = configure_threads(0, 1, forward_multiply_adds(book, 784, 10))
+    mlps_threads = {"OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE"}
     times: dict[str, list[float]] = defaultdict(list)
     for index in range(rounds):
         times["mlp"].append(wall_seconds([str(MLP), "train", "--impl", impl, *data, "--quiet",
                                           "--out", str(out / f"{impl}-{index}")]))
         times["plain"].append(wall_seconds(reference))
+        times["plain, mlp's threads"].append(wall_seconds(reference, mlps_threads))
     medians = {name: statistics.median(values) for name, values in times.items()}
     spread = {f"{name} {which.__name__}": which(values) for name, values in times.items() for which in (min, max)}
     pairs = [mlp / plain for mlp, plain in zip(times["mlp"], times["plain"], strict=True)]  # run side by side
-    return {**medians, **spread, "ratio of a pair, min": min(pairs), "ratio of a pair, max": max(pairs)}
+    return {**medians, **spread, "ratio of a pair, min": min(pairs), "ratio of a pair, max": max(pairs),
+            "mlp's threads": threads, "ratio": medians["mlp"] / medians["plain"],
+            "ratio at mlp's threads": medians["mlp"] / medians["plain, mlp's threads"]}
 
 
 def timed(buckets: dict[str, float], name: str, function: Callable) -> Callable:
@@ -184,7 +196,7 @@ def main() -> None:
         out = Path(folder)
         for impl in ("scratch", "concise"):
             runs = whole_runs(impl, arguments.rounds, arguments.data_dir, out)
-            results[f"whole run, {impl}"] = {**runs, "ratio": runs["mlp"] / runs["plain"]}
+            results[f"whole run, {impl}"] = runs
             results[f"per epoch, {impl}"] = breakdown(impl, arguments.epochs, arguments.data_dir, out)
         results["start-up"] = startup(arguments.data_dir, arguments.rounds, out)
         if not arguments.skip_best:
