@@ -10,7 +10,7 @@ The names below are imported on first use, so that `mlp --help` does not pay for
 import importlib
 from typing import Any
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 EXPORTS = {
     "Config": "mlp_cli.config",
