@@ -3,10 +3,12 @@
   whole run     `mlp train --impl IMPL` (D2L defaults, 10 epochs) as a subprocess, wall clock, start-up
                 included, against `python benchmarks/plain_reference.py` (imports included), once with
                 torch's own threads (every core, spinning while they wait) and once with the threads mlp
-                chooses (OMP_NUM_THREADS, OMP_WAIT_POLICY=PASSIVE); alternating, --rounds of each; medians
-                and the ratios
+                chooses (OMP_NUM_THREADS, OMP_WAIT_POLICY=PASSIVE), and mlp also with torch's threads;
+                alternating, --rounds of each; medians and the ratios
   breakdown     one in-process run with timing hooks around the library's calls: training pass,
                 evaluation, checkpoints, metrics file, terminal display, curve-drawing requests, the rest
+  training pass mlp's Trainer.train_epoch (scratch, concise) and the plain script's loop, alternating epoch by
+                epoch in this process at the same thread count; medians and ratios
   start-up      `mlp train --epochs 1` minus its epoch, against `import torch` + reading the data set
   best-fashion  configs/best-fashion.toml's seconds per epoch (--best-epochs of it) against the matrix
                 products of one of its epochs (forward and backward, preallocated tensors: the floor)
@@ -28,19 +30,21 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
+import plain_reference
 import torch
 from rich.console import Console
 from rich.table import Table
+from torch import nn
 
 from mlp_cli import trainer, training
-from mlp_cli.config import load_config
+from mlp_cli.config import available_cores, load_config
 from mlp_cli.curves import CurvesReporter
 from mlp_cli.data import load_data
 from mlp_cli.devices import configure_threads
 from mlp_cli.events import ReporterGroup
-from mlp_cli.models import forward_multiply_adds
+from mlp_cli.models import forward_multiply_adds, model_for
 from mlp_cli.reporting import RichReporter
-from mlp_cli.trainer import Trainer
+from mlp_cli.trainer import EpochProgress, Trainer
 
 BENCHMARKS = Path(__file__).parent
 MLP = Path(sys.executable).parent / "mlp"
@@ -62,18 +66,23 @@ def whole_runs(impl: str, rounds: int, data_dir: str | None, out: Path) -> dict[
     book = load_config(None, {"impl": impl})
     threads = configure_threads(0, 1, forward_multiply_adds(book, 784, 10))
     mlps_threads = {"OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE"}
+    # GNU OpenMP's own default when the environment names no policy: spin 300,000 times, then sleep
+    torchs_threads = (["--threads", str(available_cores())], {"GOMP_SPINCOUNT": "300000"})
     times: dict[str, list[float]] = defaultdict(list)
     for index in range(rounds):
-        times["mlp"].append(wall_seconds([str(MLP), "train", "--impl", impl, *data, "--quiet",
-                                          "--out", str(out / f"{impl}-{index}")]))
+        mlp = [str(MLP), "train", "--impl", impl, *data, "--quiet", "--out"]
+        times["mlp"].append(wall_seconds([*mlp, str(out / f"{impl}-{index}")]))
         times["plain"].append(wall_seconds(reference))
         times["plain, mlp's threads"].append(wall_seconds(reference, mlps_threads))
+        times["mlp, torch's threads"].append(wall_seconds([*mlp, str(out / f"{impl}-{index}-torch"),
+                                                           *torchs_threads[0]], torchs_threads[1]))
     medians = {name: statistics.median(values) for name, values in times.items()}
     spread = {f"{name} {which.__name__}": which(values) for name, values in times.items() for which in (min, max)}
     pairs = [mlp / plain for mlp, plain in zip(times["mlp"], times["plain"], strict=True)]  # run side by side
     return {**medians, **spread, "ratio of a pair, min": min(pairs), "ratio of a pair, max": max(pairs),
             "mlp's threads": threads, "ratio": medians["mlp"] / medians["plain"],
-            "ratio at mlp's threads": medians["mlp"] / medians["plain, mlp's threads"]}
+            "ratio at mlp's threads": medians["mlp"] / medians["plain, mlp's threads"],
+            "ratio at torch's threads": medians["mlp, torch's threads"] / medians["plain"]}
 
 
 def timed(buckets: dict[str, float], name: str, function: Callable) -> Callable:
@@ -126,6 +135,37 @@ def breakdown(impl: str, epochs: int, data_dir: str | None, out: Path) -> dict[s
     parts["once: set-up (data, model) before the first epoch"] = moments["started"] - moments["called"]
     parts["once: waiting for the last drawing"] = moments["closed"] - moments["trained"]
     return parts
+
+
+def training_passes(rounds: int, data_dir: str | None, out: Path) -> dict[str, float]:
+    """Median seconds of one training pass (an epoch's steps, no evaluation) of mlp's Trainer, scratch and
+    concise, and of the plain script's loop, alternating epoch by epoch in this process, at the thread count mlp
+    chooses for the book's model, so that only the loops differ."""
+    data = load_data("fashion-mnist", Path(data_dir) if data_dir else None)
+    passes: dict[str, Callable[[int], object]] = {}
+    for impl in ("scratch", "concise"):
+        config = load_config(None, {"impl": impl, "data_dir": data_dir})
+        torch.manual_seed(config.seed)
+        model = model_for(config, data.num_inputs, data.num_classes)
+        trainer_of_impl = Trainer(config, model, data, out / f"pass-{impl}")
+        passes[f"mlp {impl}"] = lambda epoch, run=trainer_of_impl: run.train_epoch(
+            epoch, EpochProgress.start(run.generator, run.device))
+    threads = configure_threads(0, 1, forward_multiply_adds(config, data.num_inputs, data.num_classes))
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    train_x, train_y = data.train_images.reshape(-1, data.num_inputs), data.train_labels
+    passes["plain loop"] = lambda epoch: plain_reference.train_pass(model, optimizer, train_x, train_y)
+    times: dict[str, list[float]] = defaultdict(list)
+    for epoch in range(rounds + 1):  # the first round warms up
+        for name, one_pass in passes.items():
+            started = time.perf_counter()
+            one_pass(epoch + 1)
+            if epoch:
+                times[name].append(time.perf_counter() - started)
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    return {"threads": threads, **medians, "scratch / plain loop": medians["mlp scratch"] / medians["plain loop"],
+            "concise / plain loop": medians["mlp concise"] / medians["plain loop"]}
 
 
 def startup(data_dir: str | None, rounds: int, out: Path) -> dict[str, float]:
@@ -185,6 +225,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=10, help="epochs of the breakdown run")
     parser.add_argument("--best-epochs", type=int, default=3)
+    parser.add_argument("--pass-rounds", type=int, default=5, help="training passes of each loop, alternating")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--skip-best", action="store_true")
     parser.add_argument("--json", type=Path, default=None)
@@ -198,6 +239,7 @@ def main() -> None:
             runs = whole_runs(impl, arguments.rounds, arguments.data_dir, out)
             results[f"whole run, {impl}"] = runs
             results[f"per epoch, {impl}"] = breakdown(impl, arguments.epochs, arguments.data_dir, out)
+        results["training pass"] = training_passes(arguments.pass_rounds, arguments.data_dir, out)
         results["start-up"] = startup(arguments.data_dir, arguments.rounds, out)
         if not arguments.skip_best:
             results["best-fashion.toml"] = best_fashion(arguments.best_epochs, arguments.data_dir, out)
