@@ -39,7 +39,7 @@ from torch import nn
 from mlp_cli import trainer, training
 from mlp_cli.config import available_cores, load_config
 from mlp_cli.curves import CurvesReporter
-from mlp_cli.data import load_data
+from mlp_cli.data import DataModule, load_data
 from mlp_cli.devices import configure_threads
 from mlp_cli.events import ReporterGroup
 from mlp_cli.models import forward_multiply_adds, model_for
@@ -57,14 +57,12 @@ def wall_seconds(command: list[str], environment: dict[str, str] | None = None) 
     return time.perf_counter() - started
 
 
-def whole_runs(impl: str, rounds: int, data_dir: str | None, out: Path) -> dict[str, float]:
-    """Median (and lowest, highest) wall seconds of `mlp train --impl IMPL`, of the plain script with torch's
-    own threads, and of the plain script with the threads mlp chooses (its count, waiting passively), run
-    alternately: the first ratio is what a user sees, the second what mlp adds at equal threads."""
+def whole_runs(impl: str, rounds: int, data_dir: str | None, out: Path, threads: int) -> dict[str, float]:
+    """Median (and lowest, highest) wall seconds of `mlp train --impl IMPL` and of the plain script with torch's
+    own threads, run alternately with the plain script at the threads mlp chooses (threads, waiting passively)
+    and mlp at torch's: the first ratio is what a user sees, the other two what mlp adds at equal threads."""
     data = [] if data_dir is None else ["--data-dir", data_dir]
     reference = [sys.executable, str(BENCHMARKS / "plain_reference.py"), *([data_dir] if data_dir else [])]
-    book = load_config(None, {"impl": impl})
-    threads = configure_threads(0, 1, forward_multiply_adds(book, 784, 10))
     mlps_threads = {"OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE"}
     # GNU OpenMP's own default when the environment names no policy: spin 300,000 times, then sleep
     torchs_threads = (["--threads", str(available_cores())], {"GOMP_SPINCOUNT": "300000"})
@@ -137,20 +135,19 @@ def breakdown(impl: str, epochs: int, data_dir: str | None, out: Path) -> dict[s
     return parts
 
 
-def training_passes(rounds: int, data_dir: str | None, out: Path) -> dict[str, float]:
+def training_passes(rounds: int, data: DataModule, out: Path, threads: int) -> dict[str, float]:
     """Median seconds of one training pass (an epoch's steps, no evaluation) of mlp's Trainer, scratch and
     concise, and of the plain script's loop, alternating epoch by epoch in this process, at the thread count mlp
-    chooses for the book's model, so that only the loops differ."""
-    data = load_data("fashion-mnist", Path(data_dir) if data_dir else None)
+    chooses for the book's model (threads), so that only the loops differ."""
+    torch.set_num_threads(threads)
     passes: dict[str, Callable[[int], object]] = {}
     for impl in ("scratch", "concise"):
-        config = load_config(None, {"impl": impl, "data_dir": data_dir})
+        config = load_config(None, {"impl": impl})
         torch.manual_seed(config.seed)
         model = model_for(config, data.num_inputs, data.num_classes)
         trainer_of_impl = Trainer(config, model, data, out / f"pass-{impl}")
         passes[f"mlp {impl}"] = lambda epoch, run=trainer_of_impl: run.train_epoch(
             epoch, EpochProgress.start(run.generator, run.device))
-    threads = configure_threads(0, 1, forward_multiply_adds(config, data.num_inputs, data.num_classes))
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -230,16 +227,18 @@ def main() -> None:
     parser.add_argument("--skip-best", action="store_true")
     parser.add_argument("--json", type=Path, default=None)
     arguments = parser.parse_args()
-    load_data("fashion-mnist", Path(arguments.data_dir) if arguments.data_dir else None)  # fail early if missing
+    data = load_data("fashion-mnist", Path(arguments.data_dir) if arguments.data_dir else None)  # fails early
+    book = load_config(None, {})
+    threads = configure_threads(0, 1, forward_multiply_adds(book, data.num_inputs, data.num_classes))
     results: dict[str, dict] = {"cpu": {"model": cpu_model(), "threads": torch.get_num_threads()}}
     console = Console()
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder)
         for impl in ("scratch", "concise"):
-            runs = whole_runs(impl, arguments.rounds, arguments.data_dir, out)
+            runs = whole_runs(impl, arguments.rounds, arguments.data_dir, out, threads)
             results[f"whole run, {impl}"] = runs
             results[f"per epoch, {impl}"] = breakdown(impl, arguments.epochs, arguments.data_dir, out)
-        results["training pass"] = training_passes(arguments.pass_rounds, arguments.data_dir, out)
+        results["training pass"] = training_passes(arguments.pass_rounds, data, out, threads)
         results["start-up"] = startup(arguments.data_dir, arguments.rounds, out)
         if not arguments.skip_best:
             results["best-fashion.toml"] = best_fashion(arguments.best_epochs, arguments.data_dir, out)
