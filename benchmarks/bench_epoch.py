@@ -39,12 +39,13 @@ from mlp_cli.data import (
     find_idx_file,
     load_data,
 )
-from mlp_cli.devices import configure_threads, resolve_device
+from mlp_cli.devices import resolve_device
 from mlp_cli.evaluation import evaluate
 from mlp_cli.events import TrainingPlan
-from mlp_cli.models import build_model, forward_multiply_adds
+from mlp_cli.models import build_model
 from mlp_cli.reporting import RichReporter
 from mlp_cli.trainer import EpochProgress, Trainer
+from mlp_cli.training import configure_threads_for
 
 IDX_HEADERS = {"images": (0x00000803, 3), "labels": (0x00000801, 1)}
 TRAIN_SAMPLES, TEST_SAMPLES, IMAGE_SIDE = 60000, 10000, 28
@@ -226,8 +227,7 @@ def main() -> None:
         data_dir = find_dataset_dir(DATASETS["fashion-mnist"], None, default_cache_dir())
         root = torchvision_root(data_dir, workspace / "torchvision")
     data = load_data("fashion-mnist", data_dir, device)
-    book = forward_multiply_adds(load_config(None, {}), data.num_inputs, data.num_classes)
-    threads = configure_threads(args.threads, multiply_adds=book)
+    threads = configure_threads_for(load_config(None, {"threads": args.threads}), data)  # the book's model
     figures: dict[str, object] = {"device": str(device), "threads": threads, "repeats": args.repeats,
                                   "data": "synthetic" if args.synthetic else str(data_dir),
                                   "torch": torch.__version__}

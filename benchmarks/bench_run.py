@@ -40,9 +40,8 @@ from mlp_cli import trainer, training
 from mlp_cli.config import available_cores, load_config
 from mlp_cli.curves import CurvesReporter
 from mlp_cli.data import DataModule, load_data
-from mlp_cli.devices import configure_threads
 from mlp_cli.events import ReporterGroup
-from mlp_cli.models import forward_multiply_adds, model_for
+from mlp_cli.models import model_for
 from mlp_cli.reporting import RichReporter
 from mlp_cli.trainer import EpochProgress, Trainer
 
@@ -228,8 +227,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     arguments = parser.parse_args()
     data = load_data("fashion-mnist", Path(arguments.data_dir) if arguments.data_dir else None)  # fails early
-    book = load_config(None, {})
-    threads = configure_threads(0, 1, forward_multiply_adds(book, data.num_inputs, data.num_classes))
+    threads = training.configure_threads_for(load_config(None, {}), data)  # the book's model: mlp's choice
     results: dict[str, dict] = {"cpu": {"model": cpu_model(), "threads": torch.get_num_threads()}}
     console = Console()
     with tempfile.TemporaryDirectory() as folder:

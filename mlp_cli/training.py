@@ -90,8 +90,14 @@ def set_up(config: Config, ranks: Ranks, loaded: DataModule | None) -> tuple[tor
     """The device and its thread count, and the data set for config on it."""
     device = prepare_device(config, ranks)
     data = load_training_data(config, device, loaded)
+    return device, configure_threads_for(config, data, ranks.local_world_size), data
+
+
+def configure_threads_for(config: Config, data: DataModule, processes_here: int = 1) -> int:
+    """Set torch's CPU threads for config's model on data: config.threads, or for 0 mlp's choice from the model's
+    size (devices.configure_threads), shared among processes_here processes of the job on this machine."""
     multiply_adds = forward_multiply_adds(config, data.num_inputs, data.num_classes)
-    return device, configure_threads(config.threads, ranks.local_world_size, multiply_adds), data
+    return configure_threads(config.threads, processes_here, multiply_adds)
 
 
 def fit(trainer: Trainer, threads: int) -> FitResult:
